@@ -1,0 +1,36 @@
+"""digitrec dashboard: the entry file. It only routes between pages and draws the shared sidebar.
+
+    streamlit run dashboard/app.py
+
+Each page lives in `dashboard/views/<page>.py` with its body in a function; to add a page, add
+one line to PAGES.
+"""
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# `streamlit run` puts only dashboard/ on sys.path; pages import `dashboard.ui` and `digitrec`
+# from the repository root, installed or not.
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))
+
+import streamlit as st  # noqa: E402
+
+from dashboard import ui  # noqa: E402
+
+# (file relative to this one, title in the menu, icon). The first page is the home page.
+PAGES = [
+    ("views/data.py", "Data", ":material/grid_on:"),
+    ("views/model.py", "Models", ":material/model_training:"),
+    ("views/tuner.py", "Tuner", ":material/tune:"),
+    ("views/errors.py", "Errors", ":material/bug_report:"),
+    ("views/sketch.py", "Sketch", ":material/draw:"),
+]
+
+st.set_page_config(page_title="digitrec", page_icon=":material/draw:", layout="wide")
+# A line whose file is not there yet (a page still being written) is left out, not shown broken.
+page = st.navigation([st.Page(path, title=title, icon=icon)
+                      for path, title, icon in PAGES if (HERE / path).is_file()])
+st.sidebar.caption("digitrec · a digit-recognition lab")
+ui.dataset_switch()
+page.run()
