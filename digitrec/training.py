@@ -1,0 +1,457 @@
+"""Training: a frozen, hashable TrainConfig and `train(config, listener)` that fits one model.
+
+    config = TrainConfig.for_family("fast", seed=1)       # the family's recommended recipe
+    result = train(config, listener=my_progress)          # TrainResult(model, history, metrics, ...)
+    result.metrics["test_accuracy"], config.key()         # the key is the run store's cache key
+
+The data come from `digitrec.datasets.load_dataset`, as in-memory NumPy arrays (a tf.data
+pipeline with cache/prefetch measured no faster for MNIST here). Images enter the model as
+float32 [N, 28, 28, 1] in [0, 1]; any standardisation is a layer inside the model.
+
+Devices: a GPU when TensorFlow sees one (mixed_float16, the softmax kept float32; several GPUs
+through MirroredStrategy), the CPU otherwise, with XLA off (it makes small CNNs several times
+slower on CPU). Runs are reproducible given `seed` on the CPU; on a GPU cuDNN may pick
+non-deterministic kernels, so bitwise equality there is not promised.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Protocol
+
+import numpy as np
+
+from digitrec import models
+from digitrec.datasets import DATASETS, load_dataset
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+LR_SCHEDULES = ("constant", "one_cycle", "cosine")
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+ONE_CYCLE_WARMUP = 0.25  # fraction of all steps spent warming the learning rate up
+
+
+class ConfigError(ValueError):
+    """A TrainConfig field is missing, unknown or has a bad value. The message says which."""
+
+
+class TrainingCancelled(Exception):
+    """Raised by `train` when the listener's `should_stop()` returned True."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained model; its hash is the run store's cache key.
+
+    Construct with `TrainConfig.for_family(name, **overrides)` to start from a family's recipe.
+    `hparams` may be given as a dict; it is stored as sorted (name, value) pairs with the
+    family's defaults filled in, so equal models get equal keys.
+    """
+    dataset: str = "mnist"             # a key of digitrec.datasets.DATASETS
+    family: str = "fast"               # a key of digitrec.models.FAMILIES
+    hparams: tuple = ()                # sorted (name, value) pairs of the family's hyperparameters
+    epochs: int = 2                    # full passes over the training images
+    batch_size: int = 256              # images per gradient step
+    optimizer: str = "adam"            # one of OPTIMIZERS (sgd uses Nesterov momentum 0.9)
+    learning_rate: float = 1e-3        # peak learning rate (the constant one for "constant")
+    lr_schedule: str = "constant"      # one of LR_SCHEDULES, stepped every batch
+    validation_split: float = 0.0      # fraction of training images held out (stratified), 0 = none
+    augment: bool = False              # random shifts/rotations/zooms of training images only
+    seed: int = 0                      # seeds weights, shuffling, subsets, dropout, augmentation
+    train_limit: int | None = None     # train on a stratified subset of this many images; None = all
+
+    def __post_init__(self):
+        _check_type("dataset", self.dataset, str)
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}")
+        _check_type("family", self.family, str)
+        hp = self.hparams
+        if isinstance(hp, dict):
+            hp = hp.items()
+        try:
+            hp = dict((str(k), _plain(v)) for k, v in hp)
+        except (TypeError, ValueError):
+            raise ConfigError("hparams must be a dict or (name, value) pairs, "
+                              f"got {self.hparams!r}") from None
+        try:
+            resolved = models.resolve_hparams(self.family, hp)
+        except models.ModelError as err:
+            raise ConfigError(str(err)) from None
+        object.__setattr__(self, "hparams", tuple(sorted(resolved.items())))
+        for name in ("epochs", "batch_size", "seed"):
+            _check_type(name, getattr(self, name), int)
+        for name in ("learning_rate", "validation_split"):
+            value = getattr(self, name)
+            _check_type(name, value, float)
+            object.__setattr__(self, name, float(value))  # 1 and 1.0 must hash alike
+        _check_type("augment", self.augment, bool)
+        _check_type("optimizer", self.optimizer, str)
+        _check_type("lr_schedule", self.lr_schedule, str)
+        if self.train_limit is not None:
+            _check_type("train_limit", self.train_limit, int)
+            if self.train_limit < 10:
+                raise ConfigError(f"train_limit must be at least 10 (one image per class), got {self.train_limit}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ConfigError(f"learning_rate must be a positive number, got {self.learning_rate}")
+        if not 0.0 <= self.validation_split < 0.5:
+            raise ConfigError(f"validation_split must be in [0, 0.5), got {self.validation_split}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of: "
+                              f"{', '.join(LR_SCHEDULES)}")
+
+    @classmethod
+    def for_family(cls, family: str, **overrides) -> "TrainConfig":
+        """The family's recommended recipe (the notebook's for its six models), with overrides.
+
+        Args:
+            family: a key of digitrec.models.FAMILIES.
+            **overrides: any TrainConfig field, e.g. epochs=1, seed=3, hparams={"units": 64}.
+        """
+        recipe = dict(models.family(family).recipe)
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig field(s): {', '.join(sorted(unknown))}")
+        return cls(**{**recipe, "family": family, **overrides})
+
+    def hparams_dict(self) -> dict:
+        """The hyperparameters as a plain dict."""
+        return dict(self.hparams)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (hparams as a name -> value dict)."""
+        out = asdict(self)
+        out["hparams"] = dict(self.hparams)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        """Inverse of `to_dict`. Raises ConfigError for unknown, missing-type or ill-typed fields."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a TrainConfig must be a JSON object, got {type(data).__name__}")
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig field(s): {', '.join(sorted(unknown))}")
+        hp = data.get("hparams", {})
+        if isinstance(hp, list):  # pairs written by another tool
+            hp = [tuple(p) if isinstance(p, list) and len(p) == 2 else p for p in hp]
+        elif not isinstance(hp, dict):
+            raise ConfigError(f"hparams must be an object of name -> value, got {hp!r}")
+        return cls(**{**data, "hparams": hp})
+
+    def key(self) -> str:
+        """16 hex characters of the SHA-256 of the canonical JSON of `to_dict()`."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _plain(value):
+    """NumPy scalars to Python ones, so configs hash and serialise the same either way."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(value)
+
+
+def _check_type(name: str, value, kind: type) -> None:
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ConfigError(f"TrainConfig.{name} must be {kind.__name__}, got {value!r}")
+
+
+class TrainListener(Protocol):
+    """Receives training progress. Every method is optional; implement only what you need."""
+
+    def on_train_begin(self, info: dict) -> None:
+        """info: epochs, steps_per_epoch, samples, device, params, family, key."""
+
+    def on_batch_end(self, epoch: int, batch: int, logs: dict) -> None:
+        """After each batch; logs hold the running loss and accuracy of the epoch."""
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        """After each epoch; logs hold loss, accuracy and (when validating) val_loss, val_accuracy."""
+
+    def should_stop(self) -> bool:
+        """Checked after every batch; True stops training and `train` raises TrainingCancelled."""
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns.
+
+    model: the trained keras.Model (float32 weights, compiled); history: per-epoch loss,
+    accuracy, val_loss, val_accuracy; metrics: see `train`; test_probabilities: float32
+    [N_test, num_classes] softmax outputs on the test split.
+    """
+    model: Any
+    history: dict
+    metrics: dict
+    test_probabilities: np.ndarray
+
+
+# --- devices ----------------------------------------------------------------------------------
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _gpus() -> list:
+    import tensorflow as tf
+    return tf.config.list_physical_devices("GPU")
+
+
+def describe_device() -> str:
+    """The device training will use, in words: the GPU name(s) or "CPU (N cores)"."""
+    import tensorflow as tf
+    gpus = _gpus()
+    if not gpus:
+        return f"CPU ({_cpu_count()} cores)"
+    names = []
+    for gpu in gpus:
+        try:
+            names.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
+        except (RuntimeError, ValueError):
+            names.append(gpu.name)
+    return names[0] if len(names) == 1 else f"{len(names)} x {names[0]}"
+
+
+# --- data -------------------------------------------------------------------------------------
+
+def _as_model_input(images: np.ndarray) -> np.ndarray:
+    """uint8 [N, 28, 28] -> float32 [N, 28, 28, 1] in [0, 1], what every family expects."""
+    return images.astype("float32")[..., None] / 255.0
+
+
+def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of `n` items drawn so every class keeps its share; sorted, reproducible by seed.
+
+    Each item gets a key (its random rank within its class + jitter) / class size; the `n`
+    smallest keys take the same fraction from every class.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    rank = np.empty(len(labels), dtype=np.float64)
+    counts = {}
+    for cls in np.unique(labels):
+        members = order[labels[order] == cls]
+        rank[members] = np.arange(len(members))
+        counts[cls] = len(members)
+    sizes = np.array([counts[c] for c in labels], dtype=np.float64)
+    keys = (rank + rng.random(len(labels))) / sizes
+    return np.sort(np.argsort(keys, kind="stable")[:n])
+
+
+def _split_data(config: TrainConfig):
+    """(x_train, y_train, x_val or None, y_val or None, x_test, y_test) for `config`."""
+    images, labels = load_dataset(config.dataset, "train")
+    if config.train_limit is not None and config.train_limit < len(labels):
+        keep = stratified_indices(labels, config.train_limit, config.seed)
+        images, labels = images[keep], labels[keep]
+    x_val = y_val = None
+    if config.validation_split > 0:
+        n_val = max(10, int(round(config.validation_split * len(labels))))
+        val = stratified_indices(labels, n_val, config.seed + 1)
+        mask = np.zeros(len(labels), bool)
+        mask[val] = True
+        x_val, y_val = _as_model_input(images[mask]), np.asarray(labels[mask], np.int32)
+        images, labels = images[~mask], labels[~mask]
+    test_images, test_labels = load_dataset(config.dataset, "test")
+    return (_as_model_input(images), np.asarray(labels, np.int32), x_val, y_val,
+            _as_model_input(test_images), np.asarray(test_labels, np.int32))
+
+
+# --- optimisation -----------------------------------------------------------------------------
+
+def learning_rate_at(step: int, total_steps: int, peak: float, schedule: str) -> float:
+    """The learning rate of `schedule` at 0-based `step` of `total_steps`.
+
+    constant: `peak` throughout. cosine: half a cosine from `peak` down to 0. one_cycle: linear
+    warm-up from peak/10 to `peak` over the first 25% of steps, then linear decay to 0
+    (the triangular schedule of fast-training recipes).
+    """
+    if schedule == "constant" or total_steps <= 1:
+        return peak
+    t = min(max(step / (total_steps - 1), 0.0), 1.0)
+    if schedule == "cosine":
+        return peak * 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule == "one_cycle":
+        if t < ONE_CYCLE_WARMUP:
+            return peak * (0.1 + 0.9 * t / ONE_CYCLE_WARMUP)
+        return peak * (1.0 - t) / (1.0 - ONE_CYCLE_WARMUP)
+    raise ConfigError(f"unknown lr_schedule {schedule!r}")
+
+
+def _make_optimizer(config: TrainConfig):
+    import keras
+    lr = learning_rate_at(0, 2, config.learning_rate, config.lr_schedule)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=5e-4)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+    return keras.optimizers.RMSprop(lr)
+
+
+def _augmenter(seed: int):
+    """Small random shifts (2-3 px), rotations (+-10 deg) and zooms (+-10%), training only."""
+    import keras
+    layers = keras.layers
+    return [layers.RandomRotation(10 / 360, fill_mode="constant", seed=seed, name="aug_rotate"),
+            layers.RandomZoom(0.1, fill_mode="constant", seed=seed + 1, name="aug_zoom"),
+            layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed + 2,
+                                     name="aug_shift")]
+
+
+def _progress_callback(config: TrainConfig, listener, total_steps: int, info: dict):
+    """A keras Callback that steps the learning rate and forwards progress to `listener`."""
+    import keras
+
+    begin = getattr(listener, "on_train_begin", None)
+    on_batch = getattr(listener, "on_batch_end", None)
+    on_epoch = getattr(listener, "on_epoch_end", None)
+    should_stop = getattr(listener, "should_stop", None)
+
+    class Progress(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.step = 0
+            self.epoch = 0
+            self.cancelled = False
+
+        def on_train_begin(self, logs=None):
+            if begin:
+                begin(dict(info))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if config.lr_schedule != "constant":
+                lr = learning_rate_at(self.step, total_steps, config.learning_rate, config.lr_schedule)
+                self.model.optimizer.learning_rate.assign(lr)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.step += 1
+            if on_batch:
+                on_batch(self.epoch, batch, {k: float(v) for k, v in (logs or {}).items()
+                                             if k in HISTORY_KEYS})
+            if should_stop and should_stop():
+                self.cancelled = True
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            if on_epoch and not self.cancelled:
+                on_epoch(epoch, {k: float(v) for k, v in (logs or {}).items() if k in HISTORY_KEYS})
+
+    return Progress()
+
+
+# --- training ---------------------------------------------------------------------------------
+
+def _versions() -> dict:
+    import keras
+    import tensorflow as tf
+    return dict(tensorflow=tf.__version__, keras=keras.__version__, numpy=np.__version__,
+                python=platform.python_version())
+
+
+def _test_metrics(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
+    predicted = probs.argmax(axis=1)
+    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
+    return dict(test_loss=float(-np.log(picked).mean()),
+                test_accuracy=float((predicted == labels).mean()),
+                per_class_accuracy=[float(a) for a in per_class],
+                confusion_matrix=confusion.tolist())
+
+
+def train(config: TrainConfig, listener: TrainListener | None = None) -> TrainResult:
+    """Train one model as `config` says and evaluate it on the test split.
+
+    Args:
+        config: the TrainConfig (family, hyperparameters, recipe, seed, ...).
+        listener: optional TrainListener receiving progress; its should_stop() cancels.
+    Returns a TrainResult whose metrics hold test_loss, test_accuracy, per_class_accuracy (list
+    of num_classes), confusion_matrix (rows true, columns predicted; lists of ints),
+    train_seconds (wall time of the fit), device, params, versions, epochs_run.
+    Raises TrainingCancelled when the listener asked to stop; ConfigError for bad configs.
+    """
+    import keras
+    import tensorflow as tf
+
+    x_train, y_train, x_val, y_val, x_test, y_test = _split_data(config)
+    num_classes = len(DATASETS[config.dataset].class_names)
+    keras.utils.set_random_seed(config.seed)
+
+    gpus = _gpus()
+    mixed = bool(gpus)
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        if mixed:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        with strategy.scope():
+            model = models.build_model(config.family, input_shape=x_train.shape[1:],
+                                       num_classes=num_classes, **config.hparams_dict())
+            fit_model = model
+            if config.augment:  # a wrapper trains the same weights; the saved model has no augmenter
+                fit_model = keras.Sequential([keras.Input(shape=x_train.shape[1:]),
+                                              *_augmenter(config.seed), model], name="augmented")
+            fit_model.compile(optimizer=_make_optimizer(config),
+                              loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                              jit_compile="auto" if gpus else False)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+    steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
+    device = describe_device()
+    info = dict(epochs=config.epochs, steps_per_epoch=steps_per_epoch, samples=len(y_train),
+                device=device, params=int(model.count_params()), family=config.family,
+                key=config.key())
+    progress = _progress_callback(config, listener, steps_per_epoch * config.epochs, info)
+    validation = (x_val, y_val) if x_val is not None else None
+
+    start = time.perf_counter()
+    fit = fit_model.fit(x_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
+                        validation_data=validation, shuffle=True, verbose=0, callbacks=[progress])
+    train_seconds = time.perf_counter() - start
+    if progress.cancelled:
+        raise TrainingCancelled(f"training of {config.family} ({config.key()}) was cancelled")
+
+    if mixed:  # hand back a float32 model: portable to CPUs, same weights
+        clean = models.build_model(config.family, input_shape=x_train.shape[1:],
+                                   num_classes=num_classes, **config.hparams_dict())
+        clean.set_weights(model.get_weights())
+        clean.compile(optimizer=_make_optimizer(config), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        model = clean
+
+    probs = np.asarray(model.predict(x_test, batch_size=1000, verbose=0), dtype=np.float32)
+    history = {k: [float(v) for v in fit.history[k]] for k in HISTORY_KEYS if k in fit.history}
+    metrics = _test_metrics(probs, y_test, num_classes)
+    metrics.update(train_seconds=round(train_seconds, 3), device=device,
+                   params=int(model.count_params()), versions=_versions(),
+                   epochs_run=len(history.get("loss", [])))
+    return TrainResult(model=model, history=history, metrics=metrics, test_probabilities=probs)
