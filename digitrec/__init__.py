@@ -1,7 +1,33 @@
-"""digitrec: a digit-recognition lab. The public API, re-exported; see docs/api.md."""
-from digitrec.datasets import (DATASETS, DatasetError, available, dataset_info, load_dataset,
-                               to_csv, to_dataframe)
+"""digitrec: a digit-recognition lab. The public API, re-exported; see docs/api.md.
 
-__all__ = ["DATASETS", "DatasetError", "available", "dataset_info", "load_dataset", "to_csv",
-           "to_dataframe"]
+Names are imported lazily (PEP 562) so `import digitrec` stays cheap: TensorFlow and SciPy load
+only when a name that needs them is first used.
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "digitrec.datasets": ["DATASETS", "DatasetError", "available", "dataset_info", "load_dataset",
+                          "to_csv", "to_dataframe"],
+    "digitrec.models": ["FAMILIES", "build_model", "layer_table"],
+    "digitrec.training": ["TrainConfig", "TrainResult", "TrainingCancelled", "describe_device", "train"],
+    "digitrec.runs": ["RunStore", "Run", "RunInfo", "RunError"],
+    "digitrec.jobs": ["Job"],
+    "digitrec.preprocess": ["Preprocessed", "UploadError", "augment_view", "decode_upload", "scale",
+                            "to_mnist"],
+    "digitrec.inference": ["Predictor", "predict_digit"],
+    "digitrec.evaluation": ["Comparison", "EvaluationError", "compare_runs", "confusion_matrix",
+                            "errors", "most_confused_pairs", "per_class_metrics"],
+    "digitrec.explain": ["grad_cam", "input_gradient_saliency", "occlusion_map", "overlay"],
+    "digitrec.embedding": ["embedding", "penultimate_features", "sample_indices"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        value = getattr(import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'digitrec' has no attribute {name!r}")

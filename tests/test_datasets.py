@@ -232,3 +232,9 @@ def test_dataframe_and_csv_in_notebook_format():
     assert df.shape == (2, 785) and df.loc[1, "pixel_5"] == 255
     csv = datasets.to_csv(imgs, np.array([3, 7], np.uint8)).decode().splitlines()
     assert csv[0].startswith("label,pixel_0,") and csv[2].startswith("7,0,0,0,0,0,255,")
+
+
+def test_package_reexports_the_public_api():
+    import digitrec
+    for name in digitrec.__all__:
+        assert getattr(digitrec, name) is not None, name
