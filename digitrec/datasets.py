@@ -28,6 +28,10 @@ SPLITS = ("train", "test")
 EMBEDDED_DIR = Path(__file__).parent / "data"
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
 MAX_IDX_BYTES = 200_000_000  # no real digit set is near this; refuse before allocating
+# mkstemp creates files 0600; written files should get the usual mode (0666 minus the umask) so a
+# run store or cache can be shared. Read once: os.umask can only be read by setting it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class DatasetError(ValueError):
@@ -235,6 +239,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
