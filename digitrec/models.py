@@ -17,11 +17,27 @@ top accuracy with augmentation.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-import keras
-from keras import layers
+
+class _LazyModule:
+    """Imports a module on first attribute access.
+
+    Keras pulls in TensorFlow (seconds). Deferring it lets configs be built and validated
+    (run listings, the CLI, the dashboard's sidebar) without paying that until a model is built.
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+keras = _LazyModule("keras")
+layers = _LazyModule("keras.layers")
 
 # MNIST pixel statistics in [0, 1]; used to standardise inputs inside the fast/best models.
 MNIST_MEAN = 0.1307

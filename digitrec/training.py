@@ -336,7 +336,6 @@ def _progress_callback(config: TrainConfig, listener, total_steps: int, info: di
             super().__init__()
             self.step = 0
             self.epoch = 0
-            self.cancelled = False
 
         def on_train_begin(self, logs=None):
             if begin:
@@ -356,11 +355,11 @@ def _progress_callback(config: TrainConfig, listener, total_steps: int, info: di
                 on_batch(self.epoch, batch, {k: float(v) for k, v in (logs or {}).items()
                                              if k in HISTORY_KEYS})
             if should_stop and should_stop():
-                self.cancelled = True
-                self.model.stop_training = True
+                # Raising (rather than stop_training) leaves at once, skipping validation.
+                raise TrainingCancelled(f"training of {config.family} ({config.key()}) was cancelled")
 
         def on_epoch_end(self, epoch, logs=None):
-            if on_epoch and not self.cancelled:
+            if on_epoch:
                 on_epoch(epoch, {k: float(v) for k, v in (logs or {}).items() if k in HISTORY_KEYS})
 
     return Progress()
@@ -437,8 +436,6 @@ def train(config: TrainConfig, listener: TrainListener | None = None) -> TrainRe
     fit = fit_model.fit(x_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
                         validation_data=validation, shuffle=True, verbose=0, callbacks=[progress])
     train_seconds = time.perf_counter() - start
-    if progress.cancelled:
-        raise TrainingCancelled(f"training of {config.family} ({config.key()}) was cancelled")
 
     if mixed:  # hand back a float32 model: portable to CPUs, same weights
         clean = models.build_model(config.family, input_shape=x_train.shape[1:],
