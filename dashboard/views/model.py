@@ -1,0 +1,401 @@
+"""Models page: pick a model family, read what it teaches, see its layers, train it and compare runs.
+
+Training never runs in this script: "Train" hands the configuration to the run store
+(`RunStore.submit`), which starts a worker process, and a fragment polls the job's progress
+every second. The settings live in the URL's query parameters, so a reload, a second tab or a
+shared link rebuilds the same configuration, and with it finds the same job or stored run.
+"""
+import time
+
+import streamlit as st
+
+import digitrec
+from dashboard import training_ui as tui
+from dashboard import ui
+from digitrec import models
+from digitrec.runs import RunError
+from digitrec.training import LR_SCHEDULES, OPTIMIZERS, ConfigError, TrainConfig
+
+FORM = "model_form"  # session key of the form dict: outlives the widgets when the page is left
+NOTICE = "model_notice"  # (kind, message) to show once, set by callbacks
+# form field -> widget key
+KEYS = dict(family="model_family", epochs="model_epochs", batch_size="model_batch",
+            optimizer="model_optimizer", learning_rate="model_lr", lr_schedule="model_schedule",
+            validation_split="model_val", augment="model_augment", seed="model_seed",
+            quick="model_quick", limit="model_limit")
+RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule",
+                 "validation_split", "augment")
+MAX_TRACE = 2_000  # per-batch points kept for the live curve
+
+
+def hp_key(family: str, name: str) -> str:
+    return f"model_hp_{family}_{name}"
+
+
+# --------------------------------------------------------------------------- form state
+
+def _apply(form: dict) -> None:
+    """Make `form` the page's settings, widgets included (callbacks and first runs only)."""
+    st.session_state[FORM] = form
+    for field, key in KEYS.items():
+        st.session_state[key] = form[field]
+    for name, value in form["hparams"].items():
+        st.session_state[hp_key(form["family"], name)] = value
+
+
+def _open(config_dict: dict, notice: str | None = None) -> None:
+    """Callback: load a stored run's settings into the form."""
+    form, warnings = tui.form_of(TrainConfig.from_dict(config_dict))
+    _apply(form)
+    messages = [m for m in [notice, *warnings] if m]
+    if messages:
+        st.session_state[NOTICE] = ("warning" if warnings else "info", " ".join(messages))
+
+
+def _retry(config_dict: dict) -> None:
+    """Callback: submit an unfinished run again and show it."""
+    try:
+        job = tui.run_store().submit(TrainConfig.from_dict(config_dict))
+    except ValueError as e:
+        st.session_state[NOTICE] = ("error", str(e))
+        return
+    _open(config_dict, f"Retrying run {job.run_id}: training started again.")
+
+
+def _family_changed() -> None:
+    """Callback: a new family brings its own training recipe (epochs, batch, optimizer, ...)."""
+    recipe = tui.default_form(st.session_state[KEYS["family"]])
+    for field in RECIPE_FIELDS:
+        st.session_state[KEYS[field]] = recipe[field]
+
+
+def _init_form() -> None:
+    """First visit in this session: settings from the URL (warning about what is unusable)."""
+    if FORM not in st.session_state:
+        form, warnings = tui.from_query(st.query_params)
+        _apply(form)
+        if warnings:
+            st.session_state[NOTICE] = ("warning", "\n\n".join(warnings))
+    form = st.session_state[FORM]
+    for field, key in KEYS.items():  # widgets forgotten while another page was shown
+        if key not in st.session_state:
+            st.session_state[key] = form[field]
+
+
+def _notice() -> None:
+    kind, text = st.session_state.pop(NOTICE, (None, None))
+    if text:
+        getattr(st, kind)(text)
+
+
+# --------------------------------------------------------------------------- the settings
+
+def choose_family() -> str:
+    left, right = st.columns([1, 2])
+    family = left.selectbox("Model family", list(models.FAMILIES), key=KEYS["family"],
+                            format_func=lambda f: models.FAMILIES[f].title,
+                            on_change=_family_changed)
+    fam = models.FAMILIES[family]
+    right.info(fam.explanation, icon=":material/school:")
+    if fam.notebook_accuracy is not None:
+        left.caption(f"In the notebook: {fam.notebook_params:,} parameters, "
+                     f"{fam.notebook_epochs} epochs, test accuracy {fam.notebook_accuracy:.4f}.")
+    return family
+
+
+def hyperparameters(family: str) -> dict:
+    fam, form = models.FAMILIES[family], st.session_state[FORM]
+    if not fam.defaults:
+        st.caption("This family has no hyperparameters of its own: its shape is fixed by the "
+                   "images (784 pixels) and the classes (10).")
+        return {}
+    values = {}
+    cols = st.columns(5)  # fixed widths: one hyperparameter is not a page-wide box
+    for i, (name, default) in enumerate(fam.defaults.items()):
+        key = hp_key(family, name)
+        if key not in st.session_state:
+            st.session_state[key] = form["hparams"].get(name, default) \
+                if form["family"] == family else default
+        col, label, low_high = cols[i % len(cols)], name.replace("_", " "), fam.ranges.get(name)
+        if isinstance(default, bool):
+            values[name] = col.checkbox(label, key=key)
+        elif isinstance(default, int):
+            lo, hi = low_high or (1, None)
+            values[name] = col.number_input(label, lo, hi, step=1, key=key)
+        elif low_high:
+            values[name] = col.slider(label, float(low_high[0]), float(low_high[1]), step=0.01,
+                                      key=key)
+        else:
+            values[name] = col.number_input(label, step=0.01, key=key)
+    return values
+
+
+def layer_table(family: str, hparams: dict, dataset: str) -> None:
+    summary = tui.model_summary(family, tuple(sorted(hparams.items())),
+                                len(ui.class_names(dataset)))
+    st.dataframe(summary["rows"], key="model_layers", hide_index=True,
+                 column_config={"layer": "Layer", "type": "Type", "output_shape": "Output shape",
+                                "params": st.column_config.NumberColumn("Param #", format="localized")})
+    frozen = summary["total"] - summary["trainable"]
+    st.markdown(f"**Total parameters: {summary['total']:,}**" +
+                (f" ({summary['trainable']:,} trained by gradient descent, {frozen:,} running "
+                 "statistics of batch normalisation)" if frozen else ""))
+    if summary["dense"]:
+        st.markdown("A dense layer connects every input to every unit, and each unit adds a bias:")
+        st.markdown("\n".join(f"- `{name}`: {formula}" for name, formula in summary["dense"]))
+
+
+def training_settings() -> dict:
+    c = st.columns(5)
+    lo, hi = tui.BOUNDS["epochs"]
+    epochs = c[0].number_input("Epochs", lo, hi, step=1, key=KEYS["epochs"])
+    lo, hi = tui.BOUNDS["batch_size"]
+    batch = c[1].number_input("Batch size", lo, hi, step=1, key=KEYS["batch_size"])
+    optimizer = c[2].selectbox("Optimizer", OPTIMIZERS, key=KEYS["optimizer"])
+    lo, hi = tui.BOUNDS["learning_rate"]
+    lr = c[3].number_input("Learning rate (peak)", lo, hi, step=1e-4, format="%g",
+                           key=KEYS["learning_rate"])
+    schedule = c[4].selectbox("Schedule", LR_SCHEDULES, key=KEYS["lr_schedule"],
+                              help="constant; one_cycle: warm up, then anneal to 0; cosine: "
+                                   "half a cosine down to 0")
+    c = st.columns(5, vertical_alignment="bottom")
+    lo, hi = tui.BOUNDS["validation_split"]
+    val = c[0].slider("Validation split", lo, hi, step=0.05, key=KEYS["validation_split"],
+                      help="Hold out this fraction of the training images to draw validation "
+                           "curves (0: none, as in the notebook's first models).")
+    lo, hi = tui.BOUNDS["seed"]
+    seed = c[1].number_input("Seed", lo, hi, step=1, key=KEYS["seed"])
+    augment = c[2].checkbox("Augment (shift, rotate, zoom)", key=KEYS["augment"])
+    quick = c[3].toggle("Quick lesson", key=KEYS["quick"],
+                        help="Train on a stratified subset of the training images: minutes "
+                             "become seconds, accuracy drops a little.")
+    lo, hi = tui.BOUNDS["limit"]
+    limit = c[4].number_input("Training images", lo, hi, step=500, key=KEYS["limit"],
+                              disabled=not quick)
+    return dict(epochs=epochs, batch_size=batch, optimizer=optimizer, learning_rate=lr,
+                lr_schedule=schedule, validation_split=val, seed=seed, augment=augment,
+                quick=quick, limit=limit)
+
+
+# --------------------------------------------------------------------------- this configuration
+
+def show_complete(store, run_id: str) -> None:
+    try:
+        run = store.load(run_id)
+    except RunError as e:  # damaged since it was listed: say so, the rest of the page still works
+        st.error(str(e))
+        return
+    m, fam = run.metrics, models.FAMILIES.get(run.config.family)
+    c = st.columns(4)
+    c[0].metric("Test accuracy", f"{m['test_accuracy']:.4f}")
+    c[1].metric("Test loss", f"{m.get('test_loss', float('nan')):.4f}")
+    c[2].metric("Parameters", f"{m.get('params', 0):,}")
+    c[3].metric("Training time", tui.duration(m.get("train_seconds")))
+    note = f"Trained on {m.get('device', 'an unknown device')}."
+    if fam and fam.notebook_accuracy is not None:
+        note += (f" The notebook reports {fam.notebook_accuracy:.4f} for this family with its "
+                 f"recipe ({fam.notebook_epochs} epochs, batch 32, all 60,000 images).")
+    st.caption(note)
+    st.plotly_chart(tui.curves_figure(run.history, run.config.epochs), key="model_curves")
+    st.download_button("Download this run (.zip: model.keras, config.json, metrics)",
+                       data=lambda: tui.run_zip(run.path), key="model_download_this",
+                       file_name=f"digitrec-{run.config.family}-{run_id}.zip",
+                       mime="application/zip", icon=":material/download:", on_click="ignore")
+    if run.shipped:
+        st.caption("This run ships with digitrec (read-only).")
+
+
+@st.fragment(run_every=1)
+def live_job(run_id: str) -> None:
+    """Progress of the job training `run_id`, redrawn every second from its job.json."""
+    job = tui.run_store().job(run_id)
+    p = job.progress()
+    if p["status"] != "running":
+        st.rerun()  # finished (or stopped): the whole page shows the outcome
+    st.progress(min(max(float(p["fraction"] or 0.0), 0.0), 1.0), text=tui.progress_text(p))
+    traces = st.session_state.setdefault("model_trace", {})
+    if run_id not in traces:  # only the job on screen keeps its trace
+        traces.clear()
+    trace = traces.setdefault(run_id, [])
+    if p["phase"] == "training" and p.get("batches"):
+        x = p["epoch"] - 1 + p["batch"] / p["batches"]
+        if (not trace or x > trace[-1][0]) and {"loss", "accuracy"} <= set(p["logs"]):
+            trace.append((x, p["logs"]["loss"], p["logs"]["accuracy"]))
+            del trace[:-MAX_TRACE]
+    c = st.columns(4)
+    c[0].metric("Elapsed", tui.duration(time.time() - p.get("started", time.time())))
+    c[1].metric("Remaining (estimate)", tui.duration(p.get("eta")))
+    c[2].metric("Loss (this epoch)", f"{p['logs']['loss']:.4f}" if "loss" in p["logs"] else "…")
+    c[3].metric("Accuracy (this epoch)",
+                f"{p['logs']['accuracy']:.4f}" if "accuracy" in p["logs"] else "…")
+    st.plotly_chart(tui.curves_figure(p["history"], p.get("epochs") or 1, trace),
+                    key="model_live_curves")
+    if p["cancel_requested"]:
+        st.button("Cancelling…", disabled=True, key="model_cancel")
+    elif st.button("Cancel", key="model_cancel", icon=":material/stop_circle:"):
+        job.cancel()
+        st.caption("Cancelling after the current batch…")
+
+
+def this_configuration(store, config) -> None:
+    try:
+        info = store.info(config.key())
+    except RunError:
+        st.caption("Not trained yet. Press **Train**: it runs in a background process, so you "
+                   "can keep using the dashboard, reload the page or open it in another tab.")
+        return
+    if info.status == "complete":
+        show_complete(store, info.run_id)
+    elif info.status == "running":
+        live_job(info.run_id)
+    else:
+        st.warning(f"The last training of this configuration is **{info.status}**: "
+                   f"{info.reason}. Press **Train** to try again.")
+
+
+@st.fragment(run_every=2)
+def other_jobs(dataset: str, current: str, shown: tuple) -> None:
+    """Jobs training other configurations of this dataset (another tab, user or the CLI)."""
+    if st.session_state.pop("model_rerun", False):
+        st.rerun()  # a "Show" click: the whole form must redraw
+    running = [i for i in tui.run_store().list_runs(dataset)
+               if i.status == "running" and i.run_id != current]
+    if tuple(i.run_id for i in running) != shown:
+        st.rerun()  # one finished or started: refresh the tables too
+    for info in running:
+        p = info.progress or {}
+        left, right = st.columns([5, 1], vertical_alignment="center")
+        left.progress(min(max(float(p.get("fraction") or 0.0), 0.0), 1.0),
+                      text=f"{info.config.family} · run {info.run_id} · {tui.progress_text(p)}")
+        right.button("Show", key=f"model_show_{info.run_id}", on_click=_show,
+                     args=(info.config.to_dict(),))
+
+
+def _show(config_dict: dict) -> None:
+    _open(config_dict)
+    st.session_state["model_rerun"] = True
+
+
+# --------------------------------------------------------------------------- all runs
+
+def runs_section(store, dataset: str, infos: list, current: str) -> None:
+    """The runs table (with Retry), the leaderboard and the download; `current` is the run id
+    of the configuration on screen, offered first for download."""
+    st.subheader(f"Runs on {digitrec.dataset_info(dataset).title}")
+    if not infos:
+        st.caption("No runs yet: train one above, or copy run folders (from the CLI on another "
+                   f"machine) into {store.root}.")
+        return
+    st.dataframe(tui.runs_table(infos), key="model_runs", hide_index=True,
+                 column_config={"test accuracy": st.column_config.NumberColumn(format="%.4f"),
+                                "train time (s)": st.column_config.NumberColumn(format="%.1f"),
+                                "parameters": st.column_config.NumberColumn(format="localized")})
+    for info in infos:
+        if info.status in ("interrupted", "failed", "cancelled") and info.config is not None:
+            left, right = st.columns([5, 1], vertical_alignment="center")
+            left.markdown(f"**{info.config.family}** · run `{info.run_id}` is "
+                          f"**{info.status}**: {info.reason}")
+            right.button("Retry", key=f"model_retry_{info.run_id}", on_click=_retry,
+                         args=(info.config.to_dict(),), icon=":material/replay:")
+
+    board = tui.leaderboard(infos)
+    st.subheader("Leaderboard")
+    if board.empty:
+        st.caption("No complete runs yet.")
+        return
+    st.dataframe(board, key="model_leaderboard", hide_index=True,
+                 column_config={"test accuracy": st.column_config.NumberColumn(format="%.4f"),
+                                "train time (s)": st.column_config.NumberColumn(format="%.1f"),
+                                "parameters": st.column_config.NumberColumn(format="localized")})
+    st.plotly_chart(tui.params_scatter(board), key="model_scatter")
+    st.caption("More parameters are not always better: pooling, batch normalisation and a good "
+               "training recipe matter as much as size (the x axis is logarithmic).")
+
+    st.subheader("Download a run")
+    complete = {i.run_id: i for i in infos if i.status == "complete"}
+    left, mid, right = st.columns([3, 1, 1], vertical_alignment="bottom")
+    ids = list(complete)
+    run_id = left.selectbox("Run", ids, index=ids.index(current) if current in ids else 0,
+                            # a new (or newly trained) configuration: its run comes first
+                            key=f"model_download_run_{current if current in ids else ''}",
+                            format_func=lambda r: f"{complete[r].config.family} · "
+                            f"{complete[r].metrics.get('test_accuracy', 0):.4f} · {r}")
+    picked = complete[run_id]
+    mid.download_button("Download .zip", data=lambda: tui.run_zip(picked.path),
+                        file_name=f"digitrec-{picked.config.family}-{run_id}.zip",
+                        mime="application/zip", icon=":material/download:", on_click="ignore")
+    right.button("Open its settings", key="model_open_run", on_click=_open,
+                 args=(picked.config.to_dict(),))
+    st.caption("The zip holds model.keras (load it with `keras.saving.load_model(path, "
+               "safe_mode=True)`), config.json, metrics.json and history.json.")
+
+
+# --------------------------------------------------------------------------- the page
+
+def render() -> None:
+    dataset = ui.current_dataset()
+    store = tui.run_store()
+    st.title(f"Models · {digitrec.dataset_info(dataset).title}")
+    _init_form()
+    _notice()
+
+    st.subheader("1 · Choose a model")
+    family = choose_family()
+    st.subheader("2 · Its layers")
+    hparams = hyperparameters(family)
+    layer_table(family, hparams, dataset)
+
+    st.subheader("3 · Train it")
+    form = dict(family=family, hparams=hparams, **training_settings())
+    st.session_state[FORM] = form
+    try:
+        config = tui.to_config(form, dataset)
+    except ConfigError as e:
+        st.error(str(e))
+        config = None
+    if config is not None:
+        query = tui.to_query(config)
+        if dict(st.query_params) != query:  # the link in the address bar opens this setup
+            st.query_params.from_dict(query)
+    c = st.columns([1, 5], vertical_alignment="center")
+    clicked = c[0].button("Train", type="primary", icon=":material/play_arrow:",
+                          key="model_train", disabled=config is None)
+    c[1].caption(f"Training device: **{tui.device()}**, in a background process. The address bar "
+                 "holds these settings: copy it to share this setup.")
+    if clicked:
+        submit(store, config)
+
+    if config is not None:
+        st.subheader("This configuration")
+        this_configuration(store, config)
+
+    infos = [i for i in store.list_runs()
+             if i.config is None or i.config.dataset == dataset]
+    running = tuple(i.run_id for i in infos if i.status == "running"
+                    and (config is None or i.run_id != config.key()))
+    if running:
+        st.subheader("Other jobs in progress")
+        other_jobs(dataset, config.key() if config else "", running)
+    runs_section(store, dataset, infos, config.key() if config else "")
+
+
+def submit(store, config) -> None:
+    """The Train button: a stored run shows at once; otherwise a background job starts."""
+    if store.get(config) is not None:
+        st.success("Already trained: loaded from the run store.", icon=":material/inventory_2:")
+        return
+    try:
+        job = store.submit(config)
+    except ValueError as e:
+        st.error(str(e))
+        return
+    if job.origin == "cached":
+        st.success("Already trained: loaded from the run store.", icon=":material/inventory_2:")
+    elif job.origin == "attached":
+        st.info("This configuration is already being trained (from another tab, user or the "
+                "CLI): showing its progress.")
+    else:
+        st.success(f"Training started in a background process (run {job.run_id}).")
+
+
+render()
