@@ -18,7 +18,8 @@ _EXPORTS = {
     "digitrec.evaluation": ["Comparison", "EvaluationError", "compare_runs", "confusion_matrix",
                             "errors", "most_confused_pairs", "per_class_metrics"],
     "digitrec.explain": ["grad_cam", "input_gradient_saliency", "occlusion_map", "overlay"],
-    "digitrec.embedding": ["embedding", "penultimate_features", "sample_indices"],
+    # `embedding` (the function) is not re-exported: it would shadow the submodule of that name.
+    "digitrec.embedding": ["penultimate_features", "sample_indices"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
