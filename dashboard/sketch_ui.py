@@ -1,0 +1,252 @@
+"""The Sketch page's cached pieces: the model picker's runs, a fast Predictor per run, and the
+numbers and figures the page draws (dashboard/views/sketch.py lays them out).
+
+Everything numerical comes from `digitrec.preprocess`, `digitrec.inference` and
+`digitrec.explain`. Prediction always goes through a cached `Predictor` (a traced tf.function,
+well under a millisecond for one image), never `model.predict` (~40 ms of set-up per call).
+
+A run is named by a `ModelRef` (store folder, run id, save time): the id alone is not enough,
+because a run deleted and trained again, or another store (tests point DIGITREC_HOME
+elsewhere), reuses the same id with other weights. Loaded models and their Predictors are
+cached with `st.cache_resource` (shared by every session; only ever called, never changed),
+arrays with a bounded `st.cache_data`.
+"""
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image
+
+from digitrec.models import FAMILIES
+from digitrec.preprocess import MNIST_SIZE, Preprocessed, augment_view, decode_upload, to_mnist
+from digitrec.runs import RunInfo, RunStore
+
+DATASET = "mnist"  # the Sketch page reads handwritten digits, whatever the sidebar shows
+PREDICTED_COLOUR, OTHER_COLOUR = "#2563eb", "#b0b7c3"
+# The robustness sweeps: each is one batch through the Predictor.
+ROTATIONS = np.arange(-60, 61, 5)   # degrees
+SHIFTS = np.arange(-8, 9, 1)        # pixels
+
+
+class ModelRef(NamedTuple):
+    """What identifies a run's weights: the cache key of everything computed from them."""
+    root: str       # the run store folder
+    run_id: str
+    created: float  # a run trained again under the same id gets a new save time
+
+
+# --------------------------------------------------------------------------- runs
+
+def store() -> RunStore:
+    """The run store ($DIGITREC_HOME or ./runs). Not cached: it is a path, and tests move it."""
+    return RunStore()
+
+
+def digit_runs() -> list[RunInfo]:
+    """Complete MNIST runs, best test accuracy first (newest first on ties); includes the
+    shipped starter model, so the first entry is the page's default."""
+    runs = [i for i in store().list_runs(DATASET) if i.status == "complete"]
+    # list_runs is newest first and sorted() is stable, so ties stay newest first.
+    return sorted(runs, key=lambda i: -float(i.metrics.get("test_accuracy", 0.0)))
+
+
+def ref_of(info: RunInfo) -> ModelRef:
+    return ModelRef(str(store().root), info.run_id, float(info.created))
+
+
+def run_label(info: RunInfo) -> str:
+    """One line naming a run in the picker: model, test accuracy, epochs, starter, id."""
+    config, metrics = info.config, info.metrics
+    family = FAMILIES[config.family].title if config.family in FAMILIES else config.family
+    limit = f" · {config.train_limit:,} images" if config.train_limit else ""
+    starter = " · shipped starter" if info.shipped else ""
+    return (f"{family} · {metrics.get('test_accuracy', 0):.2%} · {config.epochs} ep{limit}"
+            f"{starter} · {info.run_id[:8]}")
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def predictor(ref: ModelRef):
+    """A `digitrec.inference.Predictor` for the run (traced once; thread-safe, never mutated).
+
+    Args:
+        ref: the run, from `ref_of`.
+    Raises:
+        digitrec.runs.RunError: the run is gone or damaged (the message says what to do).
+    """
+    from digitrec.inference import Predictor  # TensorFlow: imported when first needed
+
+    fast = Predictor(RunStore(ref.root).load(ref.run_id).model())
+    # The first call of a traced function costs ~100 ms (graph set-up); pay it here, with the
+    # model load, not on the user's first stroke.
+    fast.predict_proba(np.zeros((1, MNIST_SIZE, MNIST_SIZE), np.float32))
+    return fast
+
+
+# --------------------------------------------------------------------------- inputs
+
+def prepare_drawing(rgba: np.ndarray | None) -> Preprocessed | None:
+    """The canvas's RGBA pixels prepared the MNIST way; None when nothing was sent yet."""
+    return None if rgba is None else to_mnist(rgba)
+
+
+def prepare_upload(data) -> Preprocessed:
+    """An uploaded file's bytes (or Streamlit's UploadedFile) prepared the MNIST way.
+
+    Raises:
+        digitrec.preprocess.UploadError: not a usable PNG/JPEG; show its message as it is.
+    """
+    return to_mnist(decode_upload(data))
+
+
+def prepare_example(image: np.ndarray) -> Preprocessed:
+    """A test-set digit as input. It is already in MNIST form, so it goes to the model as is;
+    running it through `to_mnist` again would re-crop and re-centre it slightly."""
+    image = np.asarray(image)
+    return Preprocessed(image=image.astype(np.float32) / 255.0,
+                        stages=(("test image", image),))
+
+
+def predict(ref: ModelRef, pre: Preprocessed) -> tuple[int, np.ndarray]:
+    """(digit, probabilities float32 [10]) for a prepared, non-blank image."""
+    from digitrec.inference import predict_digit
+
+    return predict_digit(predictor(ref), pre)
+
+
+def read_upload(ref: ModelRef, data) -> tuple[Preprocessed, int | None, np.ndarray | None]:
+    """The whole upload path: bytes -> decoded -> MNIST form -> prediction.
+
+    Returns:
+        (preprocessed, digit, probs); digit and probs are None when no digit was found
+        (``preprocessed.blank``; ``preprocessed.reason`` says why).
+    Raises:
+        digitrec.preprocess.UploadError: the file is not a usable PNG or JPEG.
+    """
+    pre = prepare_upload(data)
+    if pre.blank:
+        return pre, None, None
+    digit, probs = predict(ref, pre)
+    return pre, digit, probs
+
+
+# --------------------------------------------------------------------------- analysis
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def explanation(ref: ModelRef, image: np.ndarray, digit: int) -> dict[str, np.ndarray | None]:
+    """Saliency and Grad-CAM (None for models without a convolution) overlays, uint8 RGB
+    168x168, of `digit` on the 28x28 image the model sees."""
+    from digitrec import explain
+
+    model = predictor(ref).model
+    maps = {"saliency": explain.input_gradient_saliency(model, image, digit),
+            "gradcam": explain.grad_cam(model, image, digit)}
+    return {k: None if v is None else explain.overlay(image, v, scale=6) for k, v in maps.items()}
+
+
+def perturbed(ref: ModelRef, image: np.ndarray, dx: float, dy: float, rotate: float,
+              thickness: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """The robustness panel's view: (perturbed image [28,28], its digit, its probabilities).
+
+    Args:
+        dx, dy: shift in pixels (+ right, + down); rotate: degrees counter-clockwise;
+        thickness: +k thickens the strokes k pixels a side, -k thins them.
+    """
+    view = augment_view(image, shift=(dx, dy), rotate_deg=rotate, thickness=thickness)
+    probs = predictor(ref).predict_proba(view)[0]
+    return view, int(np.argmax(probs)), probs
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def sweeps(ref: ModelRef, image: np.ndarray, digit: int) -> dict[str, tuple]:
+    """How the probability of `digit` and the predicted digit change as the drawing is
+    rotated, shifted sideways or shifted up/down, each over a range, one batch per sweep.
+
+    Returns:
+        {"rotation" | "shift x" | "shift y": (P(digit) float32 [K], predicted digit int [K])}.
+    """
+    views = {
+        "rotation": [augment_view(image, rotate_deg=float(a)) for a in ROTATIONS],
+        "shift x": [augment_view(image, shift=(float(s), 0.0)) for s in SHIFTS],
+        "shift y": [augment_view(image, shift=(0.0, float(s))) for s in SHIFTS],
+    }
+    out = {}
+    for name, batch in views.items():
+        probs = predictor(ref).predict_proba(np.stack(batch))
+        out[name] = (probs[:, digit], probs.argmax(axis=1))
+    return out
+
+
+# --------------------------------------------------------------------------- display
+
+def enlarge(image: np.ndarray, size: int = 112) -> np.ndarray:
+    """A picture for st.image: uint8, padded to a square with black (so every step shows at
+    the same size) and enlarged with square pixels (no browser blur) to about `size` px.
+
+    Args:
+        image: float in [0,1] or uint8; grey [H,W] or colour [H,W,C].
+        size: target side in pixels; larger images are padded and shrunk to at most 2 * size.
+    """
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.dtype != np.uint8:
+        a = np.rint(np.clip(a.astype(np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+    if max(a.shape[:2]) > 2 * size:
+        # A big upload is shown small: sending a 12-megapixel photo to a 112 px box is waste.
+        picture = Image.fromarray(np.ascontiguousarray(a))
+        picture.thumbnail((2 * size, 2 * size), Image.Resampling.BOX)
+        a = np.asarray(picture)
+    h, w = a.shape[:2]
+    if h != w:
+        side = max(h, w)
+        pad = [((side - h) // 2, side - h - (side - h) // 2),
+               ((side - w) // 2, side - w - (side - w) // 2)] + [(0, 0)] * (a.ndim - 2)
+        a = np.pad(a, pad)  # black; an alpha channel padded with 0 is transparent
+    factor = max(1, size // max(h, w))
+    if factor > 1:
+        a = np.repeat(np.repeat(a, factor, axis=0), factor, axis=1)
+    return a
+
+
+def probability_bars(probs: np.ndarray, digit: int, height: int = 260) -> go.Figure:
+    """Bar chart of all ten class probabilities, the predicted digit highlighted."""
+    probs = np.asarray(probs, dtype=float)
+    fig = go.Figure(go.Bar(
+        x=[str(d) for d in range(len(probs))], y=probs,
+        marker_color=[PREDICTED_COLOUR if d == digit else OTHER_COLOUR for d in range(len(probs))],
+        text=[f"{p:.0%}" if p >= 0.01 else "" for p in probs], textposition="outside",
+        hovertemplate="digit %{x}: %{y:.2%}<extra></extra>"))
+    fig.update_layout(height=height, margin=dict(l=0, r=0, t=10, b=0), xaxis_type="category",
+                      xaxis_title="digit", yaxis=dict(range=[0, 1.12], tickformat=".0%",
+                                                     title="probability"))
+    return fig
+
+
+def sweep_figure(x: np.ndarray, p: np.ndarray, predicted: np.ndarray, digit: int,
+                 x_title: str, current: float) -> go.Figure:
+    """P(digit) along one sweep; points where another digit wins are marked with that digit."""
+    wrong = predicted != digit
+    fig = go.Figure([
+        go.Scatter(x=x, y=p, mode="lines+markers", name=f"P({digit})",
+                   line_color=PREDICTED_COLOUR, hovertemplate="%{x}: %{y:.1%}<extra></extra>"),
+        go.Scatter(x=x[wrong], y=p[wrong], mode="markers+text", name="read as another digit",
+                   text=[str(d) for d in predicted[wrong]], textposition="top center",
+                   marker=dict(color="#d62728", size=9), hoverinfo="skip"),
+    ])
+    fig.add_vline(x=current, line_dash="dot", line_color="#888")
+    fig.update_layout(height=230, margin=dict(l=0, r=0, t=10, b=0), showlegend=False,
+                      xaxis_title=x_title, yaxis=dict(range=[0, 1.1], tickformat=".0%",
+                                                     title=f"P({digit})"))
+    return fig
+
+
+def timed(fn, *args):
+    """(fn(*args), milliseconds it took), for the page's latency caption."""
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, (time.perf_counter() - start) * 1000.0
+

@@ -1,0 +1,276 @@
+"""Sketch page: draw a digit, or upload a picture of one, and watch a trained model read it.
+
+The drawing is prepared the way MNIST digits were made (`digitrec.preprocess.to_mnist`: crop,
+fit into 20x20, centre of mass to the centre), every step is shown, then the page gives the
+predicted digit with all ten probabilities, where the model looked (saliency, Grad-CAM), and
+how the reading holds up when the digit is shifted, turned, thickened or thinned.
+
+The canvas and everything computed from it run in an `st.fragment`: a stroke reruns only that
+part, not the model picker or the sidebar. Numbers come from `digitrec` through
+`dashboard.sketch_ui` (cached); this file lays them out. Runs alone too:
+`streamlit run dashboard/views/sketch.py`.
+"""
+import sys
+from pathlib import Path
+
+# `streamlit run` of this file alone puts only dashboard/views on sys.path.
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import streamlit as st  # noqa: E402
+from streamlit_drawable_canvas import st_canvas  # noqa: E402
+
+from dashboard import sketch_ui as sk  # noqa: E402
+from dashboard import ui  # noqa: E402
+from digitrec.preprocess import UploadError  # noqa: E402
+from digitrec.runs import RunError  # noqa: E402
+
+CANVAS_PX = 280      # 10x MNIST's 28 px: room to draw with a mouse or a finger
+DEFAULT_PEN = 20     # canvas px; once a ~200 px digit is fitted into 20 px, about MNIST's pen
+DRAW, UPLOAD, EXAMPLE = "Draw", "Upload an image", "Test digit from the Errors page"
+DRAW_HINT = "Draw a digit on the black canvas: the prediction appears here."
+UPLOAD_HINT = "Upload a PNG or JPEG image of one digit: the prediction appears here."
+
+
+# --------------------------------------------------------------------------- callbacks
+
+def _clear_canvas() -> None:
+    # A new key gives a new, empty canvas (the component keeps its drawing per key).
+    st.session_state["sketch_canvas_n"] = st.session_state.get("sketch_canvas_n", 0) + 1
+
+
+def _use_example() -> None:
+    st.session_state["sketch_source"] = EXAMPLE
+
+
+# --------------------------------------------------------------------------- pickers
+
+def pick_model() -> "sk.ModelRef | None":
+    """The model picker (complete MNIST runs, best first); None when there is none."""
+    runs = sk.digit_runs()
+    if not runs:
+        st.warning(
+            "There is no trained digit model yet, so there is nothing to read your drawing.\n\n"
+            "Train one on the **Models** page, or from a terminal:\n\n"
+            "```\npython -m digitrec train --model fast --epochs 2\n```\n\n"
+            "then come back here (runs are picked up from the run store, `$DIGITREC_HOME` or "
+            "`./runs`).", icon=":material/model_training:")
+        return None
+    by_id = {r.run_id: r for r in runs}
+    if st.session_state.get("sketch_model") not in by_id:
+        # Set before the widget is drawn: the default (best) run, or a replacement for a
+        # picked run that has since been deleted.
+        st.session_state["sketch_model"] = runs[0].run_id
+    run_id = st.selectbox("Model", list(by_id), key="sketch_model",
+                          format_func=lambda i: sk.run_label(by_id[i]),
+                          help="Trained MNIST runs, best test accuracy first. Train more on "
+                               "the Models page.")
+    return sk.ref_of(by_id[run_id])
+
+
+def waiting_example() -> int | None:
+    """The MNIST test index the Errors page sent (`st.session_state["sketch_example"]`), if any."""
+    example = st.session_state.get("sketch_example")
+    try:
+        dataset, index = example
+        index = int(index)
+    except (TypeError, ValueError):
+        return None
+    if dataset != sk.DATASET:
+        return None  # a clothing picture: the Sketch page reads digits only
+    images, _ = ui.load_split(sk.DATASET, "test")
+    return index if 0 <= index < len(images) else None
+
+
+def pick_source(example: int | None) -> str:
+    """Draw / upload / the Errors page's digit. A newly sent digit is selected once."""
+    options = [DRAW, UPLOAD] + ([EXAMPLE] if example is not None else [])
+    if example is not None and st.session_state.get("sketch_example_seen") != example:
+        st.session_state["sketch_example_seen"] = example
+        st.session_state["sketch_source"] = EXAMPLE
+    if st.session_state.get("sketch_source") not in options:
+        st.session_state["sketch_source"] = DRAW
+    source = st.radio("Input", options, key="sketch_source", horizontal=True,
+                      format_func=lambda o: f"{o} (#{example})" if o == EXAMPLE else o)
+    if example is not None and source != EXAMPLE:
+        c1, c2 = st.columns([4, 1], vertical_alignment="center")
+        c1.info(f"The Errors page sent test digit #{example}.", icon=":material/bug_report:")
+        c2.button("Use it", on_click=_use_example, key="sketch_use_example")
+    return source
+
+
+# --------------------------------------------------------------------------- inputs
+
+def drawing_input() -> "tuple[sk.Preprocessed | None, float]":
+    """The canvas, its pen controls and clear button; returns (prepared drawing, ms)."""
+    a, b = st.columns([3, 2], vertical_alignment="bottom")
+    pen = a.slider("Pen width", 6, 40, DEFAULT_PEN, key="sketch_pen",
+                   help="In canvas pixels. MNIST digits were written with a pen about a tenth "
+                        "of the digit's height wide.")
+    live = b.toggle("Live", value=True, key="sketch_live",
+                    help="On: the model reads the drawing after every stroke. Off: draw as "
+                         "much as you like, then press the canvas's ⬆ button (Update the app "
+                         "with this drawing).")
+    canvas = st_canvas(stroke_width=pen, stroke_color="#FFFFFF", background_color="#000000",
+                       update_streamlit=live, height=CANVAS_PX, width=CANVAS_PX,
+                       drawing_mode="freedraw", return_image_data=True,
+                       key=f"sketch_canvas_{st.session_state.get('sketch_canvas_n', 0)}")
+    st.button("Clear", on_click=_clear_canvas, icon=":material/ink_eraser:", key="sketch_clear")
+    if not live:
+        st.caption("Live is off: press ⬆ on the canvas toolbar to read the drawing.")
+    return sk.timed(sk.prepare_drawing, canvas.image_data)
+
+
+def upload_input() -> "tuple[sk.Preprocessed | None, float]":
+    """The file uploader; returns (prepared image or None, ms). Bad files get a clear error."""
+    upload = st.file_uploader("A PNG or JPEG image of one digit", type=["png", "jpg", "jpeg"],
+                              key="sketch_upload",
+                              help="Dark ink on light paper or light ink on dark both work; "
+                                   "a photo of a digit on paper is fine. At most 5 MB.")
+    if upload is None:
+        return None, 0.0
+    try:
+        return sk.timed(sk.prepare_upload, upload)
+    except UploadError as e:
+        st.error(str(e), icon=":material/error:")  # plain text: the name is never echoed as HTML
+        return None, 0.0
+
+
+def example_input(index: int) -> "tuple[sk.Preprocessed, float]":
+    """The Errors page's test digit, shown with its true label."""
+    images, labels = ui.load_split(sk.DATASET, "test")
+    st.image(sk.enlarge(images[index], CANVAS_PX), width=CANVAS_PX,
+             caption=f"MNIST test digit #{index}, labelled {labels[index]}")
+    return sk.timed(sk.prepare_example, images[index])
+
+
+# --------------------------------------------------------------------------- results
+
+def show_prediction(ref, pre, prep_ms: float, hint: str):
+    """The big predicted digit and the probability bars; (digit, probs) or None if blank."""
+    box = st.container(key="sketch_prediction")
+    if pre is None:
+        box.info(hint, icon=":material/draw:")
+        return None
+    if pre.blank:
+        box.info(f"{hint} (No digit found: {pre.reason}.)", icon=":material/draw:")
+        return None
+    (digit, probs), model_ms = sk.timed(sk.predict, ref, pre)
+    box.metric("Prediction", str(digit))
+    box.caption(f"{probs[digit]:.1%} sure · read in {prep_ms + model_ms:.1f} ms "
+                f"(preparing {prep_ms:.1f} ms, model {model_ms:.1f} ms)")
+    st.plotly_chart(sk.probability_bars(probs, digit), key="sketch_probs")
+    return digit, probs
+
+
+def show_steps(pre) -> None:
+    st.subheader("What the model sees")
+    steps = pre.steps
+    for col, (title, image) in zip(st.columns(len(steps)), steps):
+        col.image(sk.enlarge(image, 112), width=112, caption=title)
+    st.caption("The drawing is prepared the way MNIST digits were made: cropped to the ink, "
+               "fitted into 20 × 20 pixels keeping its shape, placed in 28 × 28 with its centre "
+               "of mass in the middle. The last picture is exactly what the model reads.")
+
+
+def show_explanation(ref, pre, digit: int) -> None:
+    st.subheader("Where the model looked")
+    maps = sk.explanation(ref, pre.image, digit)
+    c1, c2, c3 = st.columns(3)
+    c1.image(sk.enlarge(pre.image, 168), width=168, caption="the model's input (28 × 28)")
+    c2.image(maps["saliency"], width=168,
+             caption=f"Saliency: the pixels that would most change the score of {digit}")
+    if maps["gradcam"] is None:
+        c3.info("Grad-CAM needs a convolutional layer, and this model has none.")
+    else:
+        c3.image(maps["gradcam"], width=168,
+                 caption=f"Grad-CAM: the regions the last convolution used as evidence for {digit}")
+
+
+def show_robustness(ref, pre, digit: int, probs: np.ndarray) -> None:
+    st.subheader("How robust is the reading?")
+    st.caption("Move the digit the model sees, turn it, thicken or thin its strokes, and watch "
+               "the prediction. A model that learned shapes, not positions, should not care much.")
+    s1, s2, s3, s4 = st.columns(4)
+    dx = s1.slider("Shift right (px)", -8, 8, 0, key="sketch_dx")
+    dy = s2.slider("Shift down (px)", -8, 8, 0, key="sketch_dy")
+    angle = s3.slider("Rotate (degrees, counter-clockwise)", -60, 60, 0, step=5, key="sketch_rot")
+    thickness = s4.slider("Stroke thickness (px)", -2, 2, 0, key="sketch_thick")
+    view, new_digit, new_probs = sk.perturbed(ref, pre.image, dx, dy, angle, thickness)
+    c1, c2, c3 = st.columns([1, 1, 3], vertical_alignment="center")
+    c1.image(sk.enlarge(view, 140), width=140, caption="perturbed input")
+    change = (new_probs[digit] - probs[digit]) * 100
+    unmoved = (dx, dy, angle, thickness) == (0, 0, 0, 0)
+    c2.metric("Now read as", str(new_digit),
+              delta=None if unmoved else f"{change:+.1f} pts for {digit}",
+              delta_color="off" if abs(change) < 0.05 else "normal")
+    c2.caption(f"{new_probs[new_digit]:.1%} sure")
+    sweeps = sk.sweeps(ref, pre.image, digit)
+    with c3:
+        tabs = st.tabs(["Rotation", "Shift right", "Shift down"])
+        for tab, (name, x, current, title) in zip(tabs, [
+                ("rotation", sk.ROTATIONS, angle, "rotation (degrees)"),
+                ("shift x", sk.SHIFTS, dx, "shift right (px)"),
+                ("shift y", sk.SHIFTS, dy, "shift down (px)")]):
+            p, predicted = sweeps[name]
+            tab.plotly_chart(sk.sweep_figure(x, p, predicted, digit, title, current),
+                             key=f"sketch_sweep_{name.replace(' ', '_')}")
+    st.caption("Each curve moves the original digit alone along one axis; red points are "
+               "positions where another digit (written above the point) wins.")
+
+
+@st.fragment
+def workbench(ref, source: str, example: int | None) -> None:
+    """Input on the left, prediction on the right, details below. A fragment: a stroke, an
+    upload or a slider reruns only this part of the page."""
+    left, right = st.columns([5, 6], gap="large")
+    with left:
+        if source == DRAW:
+            (pre, prep_ms), hint = drawing_input(), DRAW_HINT
+        elif source == UPLOAD:
+            (pre, prep_ms), hint = upload_input(), UPLOAD_HINT
+        else:
+            (pre, prep_ms), hint = example_input(example), DRAW_HINT
+    with right:
+        result = show_prediction(ref, pre, prep_ms, hint)
+    if result is None:
+        return
+    digit, probs = result
+    show_steps(pre)
+    show_explanation(ref, pre, digit)
+    show_robustness(ref, pre, digit, probs)
+
+
+# The predicted digit is the page's headline: much larger than a metric's usual value.
+BIG_DIGIT_CSS = """<style>
+.st-key-sketch_prediction [data-testid="stMetricValue"] { font-size: 6rem; line-height: 1.1; }
+</style>"""
+
+
+def render() -> None:
+    st.html(BIG_DIGIT_CSS)
+    st.title("Sketch · draw a digit")
+    st.markdown("Draw a digit with the mouse (or a finger), or upload a picture of one, and "
+                "watch a trained model read it: what it sees, how sure it is, where it looked, "
+                "and how easily it is fooled.")
+    if ui.current_dataset() != sk.DATASET:
+        st.caption("This page always reads handwritten digits, whatever dataset the sidebar shows.")
+    c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
+    with c1:
+        ref = pick_model()
+    if ref is None:
+        return
+    with c2:
+        source = pick_source(waiting_example())
+    try:
+        # Load the model now, not on the first stroke: the first reading must feel instant too.
+        sk.predictor(ref)
+    except RunError as e:  # deleted or damaged since the picker listed it
+        st.error(str(e))
+        return
+    workbench(ref, source, waiting_example() if source == EXAMPLE else None)
+
+
+render()

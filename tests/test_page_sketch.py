@@ -1,0 +1,317 @@
+"""AppTest of the Sketch page: the model picker, "Draw a digit" for an empty canvas, a drawing
+read and explained, the robustness sliders, clear and live mode, uploads (good, blank and
+garbage files) and the digit the Errors page sends.
+
+AppTest cannot draw on the canvas (a custom component), so the drawing tests replace
+`streamlit_drawable_canvas.st_canvas` with a fake that returns a picture drawn with Pillow,
+exactly as the real component returns one (a PNG data URL). The real canvas is driven with a
+mouse in tests/test_browser_sketch.py. The model is a small CNN trained once for this module.
+"""
+import base64
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from streamlit.testing.v1 import AppTest
+
+from dashboard import sketch_ui
+from digitrec.datasets import load_dataset
+from digitrec.inference import Predictor
+from digitrec.preprocess import UploadError, augment_view, decode_upload, to_mnist
+from digitrec.runs import RunStore
+from digitrec.training import TrainConfig
+
+DASHBOARD = Path(__file__).resolve().parents[1] / "dashboard"
+PAGE = str(DASHBOARD / "views" / "sketch.py")
+TIMEOUT = 120  # seconds per script run: the first one imports TensorFlow on two busy cores
+CANVAS = 280
+# Small but convolutional (Grad-CAM needs a Conv2D): ~10 s on two busy cores.
+CONFIG = TrainConfig.for_family("fast", epochs=1, train_limit=3000, batch_size=64)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(store folder, run, a Predictor of its model): one small MNIST run for the module."""
+    home = tmp_path_factory.mktemp("sketch-runs")
+    run = RunStore(home).train_now(CONFIG)
+    return home, run, Predictor(run.model())
+
+
+@pytest.fixture
+def home(trained, monkeypatch):
+    monkeypatch.setenv("DIGITREC_HOME", str(trained[0]))
+    return trained[0]
+
+
+class FakeCanvas:
+    """Stands in for `st_canvas`: records each call and returns `picture` the way the real
+    component does (RGBA PNG as a data URL; None before anything is drawn)."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+        self.picture: np.ndarray | None = None
+
+    def __call__(self, **kwargs):
+        from streamlit_drawable_canvas import CanvasResult
+
+        self.calls.append(kwargs)
+        url = None
+        if self.picture is not None:
+            buf = io.BytesIO()
+            Image.fromarray(self.picture).save(buf, format="PNG")
+            url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        return CanvasResult({"objects": []}, url, kwargs.get("return_image_data", False))
+
+
+@pytest.fixture
+def canvas(monkeypatch):
+    # The component module registers itself with a running Streamlit; import it inside one.
+    if "streamlit_drawable_canvas" not in sys.modules:
+        AppTest.from_string("import streamlit_drawable_canvas").run()
+    fake = FakeCanvas()
+    monkeypatch.setattr(sys.modules["streamlit_drawable_canvas"], "st_canvas", fake)
+    return fake
+
+
+def drawing(points, width: int = 20) -> np.ndarray:
+    """White strokes through `points` on a black 280x280 RGBA canvas, as the page's pen draws."""
+    im = Image.new("RGBA", (CANVAS, CANVAS), (0, 0, 0, 255))
+    ImageDraw.Draw(im).line(points, fill=(255, 255, 255, 255), width=width, joint="curve")
+    return np.asarray(im)
+
+
+VERTICAL = [(140, 45), (140, 235)]
+LOOP = [(140 + 60 * np.cos(t), 140 + 90 * np.sin(t)) for t in np.linspace(0, 2 * np.pi, 25)]
+
+
+def png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def sketch_page(state: dict | None = None) -> AppTest:
+    """The Sketch page (run alone, as every page can be) after its first run."""
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    for key, value in (state or {}).items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def prediction(at: AppTest) -> str | None:
+    """The big predicted digit, or None when the page shows none."""
+    values = [m.value for m in at.metric if m.label == "Prediction"]
+    assert len(values) <= 1
+    return values[0] if values else None
+
+
+def figure(at: AppTest, key: str) -> dict:
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if c.key == key]
+    assert len(charts) == 1, f"{len(charts)} charts {key}"
+    return charts[0]
+
+
+def values(array) -> list:
+    """A figure array as a list: plotly 6+ sends numpy arrays as {"dtype", "bdata"}."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
+def images(at: AppTest) -> list[str]:
+    return [c for img in at.get("image") for c in img.captions]
+
+
+def expected(predictor: Predictor, image) -> tuple[int, np.ndarray]:
+    probs = predictor.predict_proba(to_mnist(image).image)[0]
+    return int(np.argmax(probs)), probs
+
+
+# --------------------------------------------------------------------------- tests
+
+def test_empty_canvas_asks_for_a_drawing_and_lists_the_runs(home, trained):
+    at = sketch_page()
+    assert at.title[0].value == "Sketch · draw a digit"
+    assert any("Draw a digit" in i.value for i in at.info)
+    assert prediction(at) is None and not at.get("plotly_chart")
+    picker = at.selectbox(key="sketch_model")
+    runs = [i for i in RunStore().list_runs("mnist") if i.status == "complete"]
+    assert trained[1].run_id in {i.run_id for i in runs}
+    # Every complete run (the shipped starter too, if there is one), best test accuracy first.
+    runs.sort(key=lambda i: -i.metrics["test_accuracy"])
+    assert picker.options == [sketch_ui.run_label(i) for i in runs]
+    assert picker.value == runs[0].run_id  # default: the best
+    for info in runs:
+        label = sketch_ui.run_label(info)
+        assert f"{info.metrics['test_accuracy']:.2%}" in label and info.run_id[:8] in label
+        assert ("shipped starter" in label) == info.shipped
+    assert at.radio(key="sketch_source").options == ["Draw", "Upload an image"]
+
+
+def test_no_model_says_how_to_train_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(sketch_ui, "store", lambda: RunStore(tmp_path / "none", starter_dir=None))
+    at = sketch_page()
+    assert "python -m digitrec train" in at.warning[0].value
+    assert not at.selectbox and prediction(at) is None
+
+
+def test_a_drawing_is_read_explained_and_perturbed(home, trained, canvas):
+    _, run, predictor = trained
+    at = sketch_page({"sketch_model": run.run_id})
+    canvas.picture = drawing(VERTICAL)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    call = canvas.calls[-1]
+    assert call["return_image_data"] and call["update_streamlit"]  # live mode is the default
+    assert (call["width"], call["height"], call["stroke_color"], call["background_color"]) == (
+        CANVAS, CANVAS, "#FFFFFF", "#000000")
+    assert call["stroke_width"] == at.slider(key="sketch_pen").value == 20
+
+    digit, probs = expected(predictor, canvas.picture)
+    assert prediction(at) == str(digit)
+    bars = figure(at, "sketch_probs")["data"][0]
+    assert bars["x"] == [str(d) for d in range(10)]
+    assert np.allclose(values(bars["y"]), probs, atol=1e-6)
+    colours = bars["marker"]["color"]
+    assert [i for i, c in enumerate(colours) if c == sketch_ui.PREDICTED_COLOUR] == [digit]
+    assert any("sure · read in" in c.value for c in at.caption)
+
+    # What the model sees: every preprocessing step, then the explanations.
+    steps = [title for title, _ in to_mnist(canvas.picture).steps]
+    captions = images(at)
+    assert captions[:len(steps)] == steps
+    assert any(c.startswith("Saliency") for c in captions)
+    assert any(c.startswith("Grad-CAM") for c in captions)  # the model has convolutions
+
+    # Robustness: the sliders change what the model reads, as augment_view + predict says.
+    assert [m.value for m in at.metric if m.label == "Now read as"] == [str(digit)]
+    at.slider(key="sketch_rot").set_value(45)
+    at.slider(key="sketch_dx").set_value(3).run()
+    view = augment_view(to_mnist(canvas.picture).image, shift=(3, 0), rotate_deg=45)
+    moved = predictor.predict_proba(view)[0]
+    now = next(m for m in at.metric if m.label == "Now read as")
+    assert now.value == str(int(np.argmax(moved)))
+    assert now.delta == f"{(moved[digit] - probs[digit]) * 100:+.1f} pts for {digit}"
+    assert prediction(at) == str(digit)  # the original reading is unchanged
+    sweep = figure(at, "sketch_sweep_rotation")
+    assert values(sweep["data"][0]["x"]) == list(sketch_ui.ROTATIONS)
+    assert sweep["layout"]["shapes"][0]["x0"] == 45  # the slider's position is marked
+
+
+def test_a_loop_and_a_stroke_give_different_readings(home, trained, canvas):
+    _, run, predictor = trained
+    at = sketch_page({"sketch_model": run.run_id})
+    for points in (VERTICAL, LOOP):
+        canvas.picture = drawing(points)
+        at.run()
+        assert prediction(at) == str(expected(predictor, canvas.picture)[0])
+
+
+def test_blank_canvas_clear_and_live_mode(home, canvas):
+    at = sketch_page()
+    canvas.picture = np.zeros((CANVAS, CANVAS, 4), np.uint8)
+    canvas.picture[..., 3] = 255  # drawn nothing: all black
+    at.run()
+    assert prediction(at) is None and any("Draw a digit" in i.value for i in at.info)
+    assert canvas.calls[-1]["key"] == "sketch_canvas_0"
+
+    at.toggle(key="sketch_live").set_value(False).run()
+    assert canvas.calls[-1]["update_streamlit"] is False
+    assert any("press ⬆" in c.value for c in at.caption)
+
+    at.button(key="sketch_clear").click().run()
+    assert canvas.calls[-1]["key"] == "sketch_canvas_1"  # a new key: a new, empty canvas
+
+
+def test_upload_is_read_like_a_drawing(home, trained):
+    _, run, predictor = trained
+    at = sketch_page({"sketch_model": run.run_id})
+    at.radio(key="sketch_source").set_value("Upload an image").run()
+    assert any("Upload a PNG or JPEG" in i.value for i in at.info) and prediction(at) is None
+
+    test_images, _ = load_dataset("mnist", "test")
+    paper = Image.fromarray(255 - test_images[0]).resize((140, 140), Image.Resampling.BILINEAR)
+    data = png(np.asarray(paper))  # a 7, black ink on white paper, at 5x MNIST's size
+    at.file_uploader(key="sketch_upload").set_value(("seven.png", data, "image/png")).run()
+    assert not at.exception, [e.message for e in at.exception]
+    digit, _ = expected(predictor, decode_upload(data))
+    assert prediction(at) == str(digit)
+    assert any("(inverted)" in c for c in images(at))  # dark on light was detected
+
+
+def test_bad_uploads_get_a_clear_error_and_no_prediction(home):
+    at = sketch_page()
+    at.radio(key="sketch_source").set_value("Upload an image").run()
+    name = "<img src=x onerror=alert(1)>.png"
+    garbage = (name, b"not an image at all", "image/png")
+    at.file_uploader(key="sketch_upload").set_value(garbage).run()
+    assert not at.exception, [e.message for e in at.exception]
+    message = at.error[0].value
+    assert "not a PNG or JPEG" in message and name not in message
+    assert prediction(at) is None
+
+    blank = png(np.full((60, 60), 255, np.uint8))
+    at.file_uploader(key="sketch_upload").set_value(("white.png", blank, "image/png")).run()
+    assert not at.error and prediction(at) is None
+    assert any("No digit found" in i.value for i in at.info)
+
+
+def test_read_upload_is_the_whole_upload_path(home, trained):
+    _, run, predictor = trained
+    ref = sketch_ui.ref_of(RunStore().info(run.run_id))
+    test_images, _ = load_dataset("mnist", "test")
+    data = png(255 - test_images[1])
+    pre, digit, probs = sketch_ui.read_upload(ref, data)
+    assert pre.inverted and not pre.blank
+    assert digit == expected(predictor, decode_upload(data))[0] and probs.shape == (10,)
+    pre, digit, probs = sketch_ui.read_upload(ref, png(np.zeros((40, 40), np.uint8)))
+    assert pre.blank and digit is None and probs is None
+    for junk in (b"", b"GIF89a" + b"\0" * 20, png(test_images[1])[:60]):
+        with pytest.raises(UploadError):
+            sketch_ui.read_upload(ref, junk)
+
+
+def test_the_errors_page_digit_is_offered_and_read(home, trained):
+    _, run, predictor = trained
+    test_images, labels = load_dataset("mnist", "test")
+    at = sketch_page({"sketch_model": run.run_id, "sketch_example": ("mnist", 3)})
+    source = at.radio(key="sketch_source")
+    assert source.value == "Test digit from the Errors page"  # a newly sent digit is selected
+    assert f"MNIST test digit #3, labelled {labels[3]}" in images(at)
+    probs = predictor.predict_proba(test_images[3].astype(np.float32) / 255)[0]
+    assert prediction(at) == str(int(np.argmax(probs)))
+
+    source.set_value("Draw").run()
+    assert any("sent test digit #3" in i.value for i in at.info)
+    at.button(key="sketch_use_example").click().run()
+    assert at.radio(key="sketch_source").value == "Test digit from the Errors page"
+
+
+def test_a_clothing_picture_is_not_offered(home):
+    at = sketch_page({"sketch_example": ("fashion-mnist", 3)})
+    assert at.radio(key="sketch_source").options == ["Draw", "Upload an image"]
+
+
+def test_the_app_shell_routes_to_the_sketch_page(home):
+    at = AppTest.from_file(str(DASHBOARD / "app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("views/sketch.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.title[0].value == "Sketch · draw a digit"
+
+
+def test_pictures_are_square_crisp_and_bounded():
+    fitted = np.zeros((20, 14), np.float32)
+    fitted[:, 7] = 1.0
+    shown = sketch_ui.enlarge(fitted, 112)
+    assert shown.shape == (100, 100) and shown.dtype == np.uint8  # padded square, 5x, no blur
+    assert set(np.unique(shown)) == {0, 255}
+    assert sketch_ui.enlarge(np.zeros((3000, 2000, 3), np.uint8), 112).shape == (224, 224, 3)
+    assert sketch_ui.enlarge(np.zeros((28, 28, 1), np.uint8), 112).shape == (112, 112)
