@@ -1,0 +1,270 @@
+"""Pieces of the Tuner page: the search form, cached readers of a search folder, the
+parallel-coordinates figure, progress texts, and the panel of a run of the best configuration
+("Train best fully", "Transfer to Fashion-MNIST").
+
+Readers of a search are cached by the folder *and* a stamp of its files' modification times
+(`stamp`), so a running search's table refreshes as trials finish while an idle page reads
+nothing twice. Everything numeric comes from `digitrec.tuning`; this module only lays it out.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard import training_ui
+from digitrec import tuning
+from digitrec.runs import RunError
+from digitrec.training import TrainConfig
+from digitrec.tuning import PROJECT, SearchConfig
+
+# A search that fits in a lesson on a 2-core CPU: Hyperband over the `fast` family's space on
+# 5% of the training images (3,000), at most 2 epochs per trial: a few minutes in all.
+DEFAULTS = dict(tuner="hyperband", family="fast", max_trials=10, epochs=2, subsample=0.05,
+                seed=0, batch_size=128, validation=0.2)
+# Bounds of the number fields (inclusive).
+BOUNDS = dict(max_trials=(1, 200), epochs=(1, 50), subsample=(0.001, 1.0), seed=(0, 2**31 - 1),
+              batch_size=(8, 4096), validation=(0.05, 0.5))
+TUNER_HELP = {
+    "random": "Random search (as in the notebook): each trial draws a configuration at random.",
+    "hyperband": "Hyperband: many configurations trained briefly, only the promising ones "
+                 "trained longer. The most configurations per minute.",
+    "bayesian": "Bayesian optimisation: each new configuration is chosen by a model of the "
+                "scores so far (a Gaussian process).",
+}
+FAMILY_HELP = {
+    "fast": "the `fast` CNN's widths and dropout (minutes on a CPU)",
+    "tuned": "the notebook's space: conv blocks, filters, dense width, dropouts (slow on a CPU)",
+}
+NOTICE = "tuner_notice"  # session key: (kind, message) the page shows once, after a button
+CLI_EXAMPLE = ("python -m digitrec tune --tuner hyperband --max-trials 10 --subsample 0.05 "
+               "--epochs 2")
+
+
+# --------------------------------------------------------------------------- form -> config
+
+def to_search_config(form: dict, dataset: str) -> SearchConfig:
+    """The SearchConfig the form describes (TuningError, a ValueError, for bad settings).
+
+    Floats are rounded so a browser's 0.05000000001 keys the same search as the CLI's 0.05.
+    """
+    return SearchConfig(dataset=dataset, family=form["family"], tuner=form["tuner"],
+                        max_trials=int(form["max_trials"]), epochs=int(form["epochs"]),
+                        subsample=round(float(form["subsample"]), 4),
+                        validation=round(float(form["validation"]), 4),
+                        batch_size=int(form["batch_size"]), seed=int(form["seed"]))
+
+
+def describe(config: SearchConfig) -> str:
+    """A one-line summary of a search's settings."""
+    sub = config.subsample
+    images = f"{sub:.0%} of the images" if isinstance(sub, float) else f"{sub:,} images"
+    return (f"{config.tuner} · {config.family} space · budget {config.max_trials} trials · "
+            f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}/trial · {images} · "
+            f"{config.dataset} · seed {config.seed}")
+
+
+def search_label(info) -> str:
+    """The search picker's text for a SearchInfo."""
+    best = "" if info.best_score is None else f" · best {info.best_score:.4f}"
+    what = describe(info.config) if info.config is not None else "unreadable settings"
+    return (f"{info.status.upper()} · {what} · {info.trials} "
+            f"trial{'s' if info.trials != 1 else ''} so far{best} · {info.key}")
+
+
+# --------------------------------------------------------------------------- cached readers
+
+def stamp(folder: str | Path) -> tuple:
+    """What changes when a search moves on: modification times of its JSON files (and how many
+    there are). Cheap: a few stat calls per trial."""
+    folder = Path(folder)
+    files = [folder / "summary.json", folder / "job.json", folder / PROJECT / "oracle.json",
+             *sorted((folder / PROJECT).glob("trial_*/trial.json"))]
+    out = []
+    for f in files:
+        try:
+            out.append(f.stat().st_mtime_ns)
+        except OSError:
+            out.append(0)
+    return tuple(out)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def trials(folder: str, stamp: tuple, status: str) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """(results_frame, hyperparameter names, problems) of a search folder.
+
+    Args:
+        folder: the search folder; stamp: `stamp(folder)`; status: the search's status (both
+            only key the cache: a RUNNING trial reads INTERRUPTED once its process is gone).
+    """
+    frame = tuning.results_frame(folder)
+    return (frame, list(frame.attrs.get("hyperparameters") or []),
+            list(frame.attrs.get("problems") or []))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def curves(folder: str, stamp: tuple) -> pd.DataFrame:
+    """Per-epoch curves of every trial (`tuning.learning_curves`)."""
+    return tuning.learning_curves(folder)
+
+
+def history_of(frame: pd.DataFrame, trial_id: str) -> dict:
+    """One trial's curves as a Keras-style history dict {"loss": [...], "val_accuracy": ...}."""
+    rows = frame[frame["trial_id"] == str(trial_id)].sort_values("epoch")
+    return {k: [float(v) for v in rows[k] if not pd.isna(v)] for k in tuning.CURVE_KEYS
+            if k in rows and rows[k].notna().any()}
+
+
+def trials_csv(frame: pd.DataFrame) -> bytes:
+    """The trials table as CSV (UTF-8)."""
+    return frame.to_csv(index=False).encode("utf-8")
+
+
+# --------------------------------------------------------------------------- figures
+
+def _dimension(name: str, values: pd.Series) -> dict:
+    """One go.Parcoords dimension. Numbers stay numbers; anything else (strings, booleans)
+    becomes integer codes with the values as tick text. A setting a trial's model does not
+    have (a second block's filters when n_blocks is 1) is drawn at the bottom as "absent"."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    is_number = values.map(lambda v: v is None or (isinstance(v, (int, float, np.number))
+                                                   and not isinstance(v, bool))).all()
+    if is_number and numeric.notna().any():
+        present = sorted(numeric.dropna().unique())
+        if numeric.notna().all():
+            dim = dict(label=name, values=numeric.tolist())
+            if len(present) <= 8:
+                dim.update(tickvals=present, ticktext=[f"{v:g}" for v in present])
+            return dim
+        span = (present[-1] - present[0]) or 1.0
+        absent = present[0] - 0.25 * span
+        ticks = present if len(present) <= 8 else [present[0], present[-1]]
+        return dict(label=name, values=numeric.fillna(absent).tolist(),
+                    tickvals=[absent, *ticks], ticktext=["absent", *[f"{v:g}" for v in ticks]])
+    text = values.map(lambda v: "absent" if v is None or (isinstance(v, float) and math.isnan(v))
+                      else str(v))
+    cats = sorted(text.unique(), key=lambda s: (s == "absent", s))
+    codes = text.map({c: i for i, c in enumerate(cats)})
+    return dict(label=name, values=codes.tolist(), tickvals=list(range(len(cats))), ticktext=cats,
+                range=[-0.5, len(cats) - 0.5])
+
+
+def parcoords_figure(frame: pd.DataFrame, names: list[str], objective: str = "val_accuracy"):
+    """Hyperparameters against score: one line per scored trial, coloured by its score.
+
+    Args:
+        frame: `results_frame`; names: the hyperparameter columns (its attrs["hyperparameters"]).
+        objective: the score's name, for the last axis.
+    Returns a plotly Figure, or None when no trial has a score yet.
+    """
+    scored = frame[frame["score"].notna()].reset_index(drop=True)
+    names = [n for n in names if n in scored]
+    if scored.empty or not names:
+        return None
+    dims = [_dimension(n, scored[n]) for n in names]
+    dims.append(dict(label=f"score ({objective})", values=scored["score"].tolist()))
+    fig = go.Figure(go.Parcoords(
+        line=dict(color=scored["score"].tolist(), colorscale="Viridis", showscale=True,
+                  colorbar=dict(title="score")),
+        dimensions=dims))
+    fig.update_layout(height=380, margin=dict(l=60, r=40, t=50, b=20))
+    return fig
+
+
+# --------------------------------------------------------------------------- progress
+
+def search_progress_text(p: dict) -> str:
+    """One line saying what a search (SearchJob.progress()) is doing."""
+    phase = p.get("phase")
+    if phase == "searching" and p.get("trial"):
+        epoch = (f" · {p.get('epoch') or 0} of {p['epochs']} epochs done" if p.get("epochs")
+                 else "")
+        return f"Trial {p['trial']} of {p.get('trials') or '?'}{epoch}"
+    return {"queued": "Queued: starting a worker process…",
+            "starting": "Starting a worker process (loading TensorFlow)…",
+            "loading": "Loading the data and the tuner project…",
+            "searching": "Choosing the next trial…",
+            "done": "Finishing…"}.get(phase, "Starting…")
+
+
+def fraction_done(p: dict) -> float:
+    """Share of the trial budget finished, in [0, 1]."""
+    try:
+        return min(max(float(p.get("done") or 0) / float(p.get("trials") or 1), 0.0), 1.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+# --------------------------------------------------------------------------- runs of the best
+
+@st.fragment(run_every=1)
+def live_run(run_id: str, prefix: str) -> None:
+    """Progress of the run store job training `run_id`, redrawn every second."""
+    job = training_ui.run_store().job(run_id)
+    p = job.progress()
+    if p["status"] != "running":
+        st.rerun()
+    st.progress(min(max(float(p["fraction"] or 0.0), 0.0), 1.0), text=training_ui.progress_text(p))
+    c = st.columns(3)
+    started = p.get("started") or time.time()
+    c[0].metric("Elapsed", training_ui.duration(time.time() - started))
+    c[1].metric("Remaining (estimate)", training_ui.duration(p.get("eta")))
+    c[2].metric("Accuracy (this epoch)",
+                f"{p['logs']['accuracy']:.4f}" if "accuracy" in p["logs"] else "…")
+    st.plotly_chart(training_ui.curves_figure(p["history"], p.get("epochs") or 1),
+                    key=f"{prefix}_live_curves")
+    if p["cancel_requested"]:
+        st.button("Cancelling…", disabled=True, key=f"{prefix}_cancel")
+    elif st.button("Cancel", key=f"{prefix}_cancel", icon=":material/stop_circle:"):
+        job.cancel()
+
+
+def run_panel(config: TrainConfig, prefix: str, label: str) -> None:
+    """A run of the run store: its result when stored, its live progress while training,
+    else a button that submits it (a cached run comes back at once)."""
+    store = training_ui.run_store()
+    try:
+        info = store.info(config.key())
+    except RunError:
+        info = None
+    if info is not None and info.status == "complete":
+        _show_run(store, info.run_id, prefix)
+        return
+    if info is not None and info.status == "running":
+        live_run(info.run_id, prefix)
+        return
+    if info is not None:
+        st.warning(f"The last training of this configuration is **{info.status}**: {info.reason}")
+    if st.button(label if info is None else f"{label} again", key=f"{prefix}_train",
+                 type="primary", icon=":material/play_arrow:"):
+        try:
+            job = store.submit(config)
+        except ValueError as e:
+            st.error(str(e))
+            return
+        st.session_state[NOTICE] = ("success", f"Training started in a background process "
+                                               f"(run {job.run_id}).")
+        st.rerun()
+
+
+def _show_run(store, run_id: str, prefix: str) -> None:
+    try:
+        run = store.load(run_id)
+    except RunError as e:
+        st.error(str(e))
+        return
+    m = run.metrics
+    c = st.columns(4)
+    c[0].metric("Test accuracy", f"{m['test_accuracy']:.4f}")
+    c[1].metric("Test loss", f"{m.get('test_loss', float('nan')):.4f}")
+    c[2].metric("Parameters", f"{m.get('params', 0):,}")
+    c[3].metric("Training time", training_ui.duration(m.get("train_seconds")))
+    st.plotly_chart(training_ui.curves_figure(run.history, run.config.epochs),
+                    key=f"{prefix}_curves")
+    st.caption(f"Run `{run_id}` on {m.get('device', 'an unknown device')}: a normal run, listed "
+               "on the Models page and usable on the Errors and Sketch pages.")
