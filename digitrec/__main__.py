@@ -5,10 +5,13 @@
     python -m digitrec reproduce [--limit 2000]         # the notebook's six models vs its figures
     python -m digitrec predict --run RUN_ID digit.png [more.jpg ...] [--json]
     python -m digitrec download fashion-mnist
+    python -m digitrec export RUN_ID [-o run.zip]       # a run as a zip, for another machine
+    python -m digitrec import run.zip                   # validated first; refused ones write nothing
 
 Runs go to the run store (``--home``, else ``$DIGITREC_HOME``, else ``./runs``); a configuration
 already trained there is returned at once. Exit status: 0 success, 1 training or saving failed,
-2 bad input (unknown model or run, bad option, unreadable image), 130 interrupted (Ctrl-C).
+2 bad input (unknown model or run, bad option, unreadable image, refused archive),
+130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -355,6 +358,46 @@ def cmd_download(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from digitrec.runs import RunError
+    from digitrec.transfer import export_run
+    store = _store(args)
+    run = _resolve_run(store, args.run)
+    try:
+        path = export_run(store, run.run_id, args.output)
+    except RunError as e:  # the zip could not be written
+        raise CliError(str(e), EXIT_FAILED) from None
+    if args.json:
+        print(json.dumps(dict(run_id=run.run_id, path=str(path), bytes=path.stat().st_size)))
+    else:
+        print(f"run {run.run_id} ({run.config.dataset}/{run.config.family}) exported to {path}; "
+              "import it elsewhere with `python -m digitrec import FILE`")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from digitrec.runs import RunError
+    from digitrec.transfer import TransferError, import_archive
+    store = _store(args)
+    try:
+        done = import_archive(store, args.file)
+    except TransferError as e:  # refused: nothing was written
+        raise CliError(f"{args.file}: refused: {e}", EXIT_BAD_INPUT) from None
+    except RunError as e:  # the store could not be written, or the run is being trained
+        raise CliError(str(e), EXIT_FAILED) from None
+    run = done.run
+    if args.json:
+        print(json.dumps(dict(_run_summary(run, cached=not done.created), created=done.created),
+                         indent=1))
+    elif done.created:
+        print(f"imported run {run.run_id} ({run.config.dataset}/{run.config.family}, test "
+              f"accuracy {run.metrics['test_accuracy']:.4f}) into {store.root}")
+    else:
+        where = "shipped with digitrec" if run.shipped else f"already in {store.root}"
+        print(f"run {run.run_id} is {where}; kept unchanged (same configuration, same id)")
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -404,6 +447,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("download", parents=[common], help="fetch a dataset into the cache")
     p.add_argument("name", help="mnist or fashion-mnist")
     p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("export", parents=[common], help="write a run as a zip for another machine")
+    p.add_argument("run", metavar="RUN", help="run id or unique prefix")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="zip path or folder (default ./digitrec-run-<id>.zip)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", parents=[common], help="add a run exported elsewhere (a zip)")
+    p.add_argument("file", metavar="FILE", help="the zip made by `export`")
+    p.set_defaults(func=cmd_import)
     return parser
 
 

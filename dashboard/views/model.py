@@ -5,6 +5,7 @@ Training never runs in this script: "Train" hands the configuration to the run s
 every second. The settings live in the URL's query parameters, so a reload, a second tab or a
 shared link rebuilds the same configuration, and with it finds the same job or stored run.
 """
+import re
 import time
 
 import streamlit as st
@@ -14,6 +15,7 @@ from dashboard import training_ui as tui
 from dashboard import ui
 from digitrec import models
 from digitrec.runs import RunError
+from digitrec.transfer import import_archive
 from digitrec.training import LR_SCHEDULES, OPTIMIZERS, ConfigError, TrainConfig
 
 FORM = "model_form"  # session key of the form dict: outlives the widgets when the page is left
@@ -26,6 +28,7 @@ KEYS = dict(family="model_family", epochs="model_epochs", batch_size="model_batc
 RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule",
                  "validation_split", "augment")
 MAX_TRACE = 2_000  # per-batch points kept for the live curve
+IMPORTED = "model_imported"  # (upload file_id, message kind, message) of the last import
 
 
 def hp_key(family: str, name: str) -> str:
@@ -330,6 +333,49 @@ def runs_section(store, dataset: str, infos: list, current: str) -> None:
                "safe_mode=True)`), config.json, metrics.json and history.json.")
 
 
+# --------------------------------------------------------------------------- import
+
+def _plain(text: str) -> str:
+    """Backslash-escape Markdown punctuation: messages may quote names from inside an uploaded
+    archive, which must show as text, never as links, formatting or HTML."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
+
+
+def _import(store, upload, dataset: str) -> tuple[str, str]:
+    """Import an uploaded run archive; (message kind, message). Nothing is written unless
+    digitrec.transfer accepted every file in it."""
+    try:
+        done = import_archive(store, upload)
+    except ValueError as e:  # TransferError (refused) or RunError (store not writable, busy)
+        return "error", f"Not imported: {e}"
+    run = done.run
+    what = (f"run {run.run_id} ({run.config.family} on {run.config.dataset}, test accuracy "
+            f"{run.metrics['test_accuracy']:.4f})")
+    if not done.created:
+        return "info", f"The store already holds {what}; it was kept unchanged."
+    where = ("It is listed above." if run.config.dataset == dataset else
+             f"Switch the sidebar to {run.config.dataset} to see it in the runs table.")
+    return "success", f"Imported {what}. {where}"
+
+
+def import_section(store, dataset: str) -> None:
+    """Upload a run trained elsewhere (`python -m digitrec export`, or a download above)."""
+    st.subheader("Import a run")
+    upload = st.file_uploader("Import a run (.zip)", type=["zip"], key="model_import",
+                              help="A run exported on another machine with `python -m digitrec "
+                                   "export RUN_ID`. It is checked before anything is saved.")
+    if upload is None:
+        return
+    last = st.session_state.get(IMPORTED)
+    if last is None or last[0] != upload.file_id:  # each upload is imported once, not per rerun
+        kind, text = _import(store, upload, dataset)
+        st.session_state[IMPORTED] = (upload.file_id, kind, text)
+        if kind == "success":
+            st.rerun()  # the runs table above must list the new run
+    _, kind, text = st.session_state[IMPORTED]
+    getattr(st, kind)(_plain(text))
+
+
 # --------------------------------------------------------------------------- the page
 
 def render() -> None:
@@ -377,6 +423,7 @@ def render() -> None:
         st.subheader("Other jobs in progress")
         other_jobs(dataset, config.key() if config else "", running)
     runs_section(store, dataset, infos, config.key() if config else "")
+    import_section(store, dataset)
 
 
 def submit(store, config) -> None:
