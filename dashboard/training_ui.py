@@ -9,9 +9,7 @@ always opens in valid widgets; what cannot be used is replaced by its default wi
 """
 from __future__ import annotations
 
-import io
 import math
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -318,18 +316,9 @@ def progress_text(p: dict) -> str:
             "saving": "Saving the run…"}.get(phase, "Starting a worker process (loading TensorFlow)…")
 
 
-def run_zip(path: str | Path) -> bytes:
-    """A zip (built in memory) of a run folder's model.keras, config.json, metrics.json and
-    history.json, whichever exist."""
-    folder = Path(path)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name in ("model.keras", "config.json", "metrics.json", "history.json"):
-            if (folder / name).is_file():
-                zf.write(folder / name, arcname=name)
-        zf.writestr("README.txt", "A digitrec run. Load the model with\n"
-                    "  keras.saving.load_model('model.keras', safe_mode=True)\n"
-                    "and feed it float32 images [N, 28, 28, 1] in [0, 1]. config.json is the "
-                    "TrainConfig (digitrec.training.TrainConfig.from_dict).\n")
-    return buf.getvalue()
+def run_zip(run_id: str) -> bytes:
+    """The run as a zip that `python -m digitrec import` and the import box accept (all five run
+    files plus a README), built in memory by `digitrec.transfer.export_bytes`."""
+    from digitrec.transfer import export_bytes
+    return export_bytes(run_store(), run_id)
 

@@ -281,13 +281,17 @@ def test_slider_float_noise_does_not_change_the_cache_key():
                                                                    hparams={"dropout": 0.3})
 
 
-def test_run_zip_holds_the_model_and_config(tmp_path):
-    for name in ("model.keras", "config.json", "metrics.json", "history.json", "test_probs.npy"):
-        (tmp_path / name).write_bytes(name.encode())
-    with zipfile.ZipFile(io.BytesIO(tui.run_zip(tmp_path))) as zf:
-        assert set(zf.namelist()) == {"model.keras", "config.json", "metrics.json",
-                                      "history.json", "README.txt"}
-        assert zf.read("config.json") == b"config.json"
+def test_run_zip_is_an_importable_run(run_home):
+    from digitrec.runs import RunStore
+    from digitrec.transfer import import_archive
+    starter = next(i for i in RunStore().list_runs("mnist") if i.shipped)
+    data = tui.run_zip(starter.run_id)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = {n.split("/")[-1] for n in zf.namelist()}
+    assert {"model.keras", "config.json", "metrics.json", "history.json", "test_probs.npy"} <= names
+    # What the page offers for download is what the import box and the CLI accept.
+    imported = import_archive(RunStore(run_home / "other"), data)
+    assert imported.run.run_id == starter.run_id
 
 
 def test_durations_and_progress_lines():

@@ -201,7 +201,7 @@ def show_complete(store, run_id: str) -> None:
     st.caption(note)
     st.plotly_chart(tui.curves_figure(run.history, run.config.epochs), key="model_curves")
     st.download_button("Download this run (.zip: model.keras, config.json, metrics)",
-                       data=lambda: tui.run_zip(run.path), key="model_download_this",
+                       data=lambda: tui.run_zip(run.run_id), key="model_download_this",
                        file_name=f"digitrec-{run.config.family}-{run_id}.zip",
                        mime="application/zip", icon=":material/download:", on_click="ignore")
     if run.shipped:
@@ -324,7 +324,7 @@ def runs_section(store, dataset: str, infos: list, current: str) -> None:
                             format_func=lambda r: f"{complete[r].config.family} · "
                             f"{complete[r].metrics.get('test_accuracy', 0):.4f} · {r}")
     picked = complete[run_id]
-    mid.download_button("Download .zip", data=lambda: tui.run_zip(picked.path),
+    mid.download_button("Download .zip", data=lambda: tui.run_zip(picked.run_id),
                         file_name=f"digitrec-{picked.config.family}-{run_id}.zip",
                         mime="application/zip", icon=":material/download:", on_click="ignore")
     right.button("Open its settings", key="model_open_run", on_click=_open,
