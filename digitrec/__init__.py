@@ -12,6 +12,7 @@ _EXPORTS = {
     "digitrec.training": ["TrainConfig", "TrainResult", "TrainingCancelled", "describe_device", "train"],
     "digitrec.runs": ["RunStore", "Run", "RunInfo", "RunError"],
     "digitrec.jobs": ["Job"],
+    "digitrec.transfer": ["TransferError", "export_run", "import_run"],
     "digitrec.preprocess": ["Preprocessed", "UploadError", "augment_view", "decode_upload", "scale",
                             "to_mnist"],
     "digitrec.inference": ["Predictor", "predict_digit"],

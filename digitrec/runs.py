@@ -187,16 +187,19 @@ class RunStore:
         Never raises for odd contents: unreadable folders are listed as "damaged" with a reason,
         and files or folders that are not runs (hidden, tuner projects, notes) are skipped.
         """
-        seen: set[str] = set()
-        out: list[RunInfo] = []
+        found: dict[str, RunInfo] = {}
         for base, shipped in ((self.root, False), (self.starter_dir, True)):
             for folder in _run_folders(base):
-                if folder.name in seen:
-                    continue  # a stored copy of a shipped run wins
-                seen.add(folder.name)
+                earlier = found.get(folder.name)
+                if earlier is not None and earlier.status == "complete":
+                    continue  # a complete stored copy of a shipped run wins
                 info = inspect_run(folder, shipped)
-                if dataset is None or (info.config is not None and info.config.dataset == dataset):
-                    out.append(info)
+                if earlier is not None and info.status != "complete":
+                    continue
+                # A damaged or unfinished stored copy must not hide the intact shipped run.
+                found[folder.name] = info
+        out = [i for i in found.values()
+               if dataset is None or (i.config is not None and i.config.dataset == dataset)]
         out.sort(key=lambda i: i.created, reverse=True)
         return out
 

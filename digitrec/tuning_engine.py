@@ -343,6 +343,14 @@ def execute(config: SearchConfig, folder: Path, events, role: str = "local",
     # Every trial builds a new model, so its functions are traced anew: TF's retracing
     # warnings are expected here, not a problem to report.
     tf.get_logger().setLevel("ERROR")
+    if role != "local":
+        # A chief and its workers may share one GPU: each takes memory as it needs it,
+        # instead of TensorFlow's default of all of it at start.
+        for gpu in tf.config.list_physical_devices("GPU"):
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except (RuntimeError, ValueError):
+                pass  # the GPU is already initialised in this process
     data = None if role == "chief" else search_data(config)
     with _atomic_json(), warnings.catch_warnings():
         # Reporting per epoch makes keras-tuner skip its own final report, with a warning.

@@ -124,7 +124,7 @@ def test_load_refuses_unknown_and_unsafe_ids(trained):
 
 def test_damaged_and_garbage_folders_are_listed_not_fatal(trained, tmp_path):
     _, run, config, _ = trained
-    store = RunStore(tmp_path / "store")
+    store = RunStore(tmp_path / "store", starter_dir=None)  # no shipped runs in this listing
     copy_run(run, store.root)
     corrupt = copy_run(run, store.root, "000000000000000a")
     (corrupt / "metrics.json").write_bytes(b"{not json")
@@ -348,3 +348,16 @@ def test_job_state_written_by_the_progress_writer(tmp_path):
     state = json.loads((tmp_path / jobs.JOB_FILE).read_text())
     assert state["status"] == "cancelled" and state["history"] == {"loss": [0.9], "accuracy": [0.6]}
     assert jobs.ended_status(state, tmp_path)[0] == "cancelled"
+
+
+def test_damaged_stored_copy_does_not_hide_the_shipped_starter(run_home):
+    from digitrec.runs import STARTER_DIR
+    shipped = next(p for p in STARTER_DIR.iterdir() if p.is_dir())
+    copy = run_home / shipped.name
+    copy.mkdir(parents=True)
+    (copy / "config.json").write_text((shipped / "config.json").read_text())
+    (copy / "metrics.json").write_text("{ truncated")
+    store = RunStore()
+    infos = [i for i in store.list_runs("mnist") if i.run_id == shipped.name]
+    assert len(infos) == 1 and infos[0].shipped and infos[0].status == "complete"
+    assert store.best_run("mnist") is not None
