@@ -1,7 +1,8 @@
 """Real-browser test support: run the dashboard as a server and drive Debian's Chromium.
 
-Fixtures (use them in a test module with `from tests.browser import app_server, chromium,
-browser_page`, or for every module with `pytest_plugins = ["tests.browser"]` in conftest.py):
+Fixtures, registered for every module by `pytest_plugins = ["tests.browser"]` in conftest.py
+(do not also import them into a test module: a second session-scoped `chromium` would start a
+second sync Playwright in the same thread, which Playwright refuses):
 
     app_server      a dashboard on a free local port, DIGITREC_HOME = an empty tmp run store
     start_dashboard factory: start_dashboard(env={...}) -> AppServer, for other settings

@@ -1,7 +1,7 @@
 """Real Chromium: start the dashboard, open it, and find the Data page's class histogram."""
 import pytest
 
-from tests.browser import app_server, browser_page, chromium, start_dashboard  # noqa: F401 (fixtures)
+# Fixtures (app_server, browser_page, chromium, start_dashboard) come from the tests.browser plugin.
 
 pytestmark = pytest.mark.browser
 

@@ -7,7 +7,7 @@ import pytest
 from digitrec import evaluation, load_dataset
 from digitrec.runs import RunStore
 from digitrec.training import TrainConfig
-from tests.browser import browser_page, chromium, start_app  # noqa: F401 (fixtures)
+from tests.browser import start_app  # fixtures come from the tests.browser plugin (conftest)
 
 pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api").expect

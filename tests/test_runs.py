@@ -50,7 +50,7 @@ def no_training(*args, **kwargs):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny complete run, trained once for the module: (store, run, config, listener)."""
-    store = RunStore(tmp_path_factory.mktemp("trained"))
+    store = RunStore(tmp_path_factory.mktemp("trained"), starter_dir=None)
     config = TrainConfig.for_family("softmax", **TINY)
     counter = Counter()
     run = store.train_now(config, listener=counter)
@@ -99,7 +99,7 @@ def test_one_epoch_makes_a_complete_run(trained):
 
 def test_cache_hit_returns_the_same_run_without_training(trained, tmp_path, monkeypatch):
     _, run, config, _ = trained
-    store = RunStore(tmp_path / "store")
+    store = RunStore(tmp_path / "store", starter_dir=None)  # only this test's runs
     copy_run(run, store.root)  # a run copied in from another machine is found like any other
     monkeypatch.setattr(training, "train", no_training)
     model_mtime = (store.path(run.run_id) / "model.keras").stat().st_mtime_ns
@@ -181,7 +181,7 @@ def test_shipped_runs_are_listed_loaded_and_never_deleted(trained, tmp_path):
 
 def test_delete_removes_a_stored_run(trained, tmp_path):
     _, run, config, _ = trained
-    store = RunStore(tmp_path / "store")
+    store = RunStore(tmp_path / "store", starter_dir=None)  # only this test's runs
     copy_run(run, store.root)
     store.delete(run.run_id)
     assert store.list_runs() == [] and store.get(config) is None
@@ -190,7 +190,7 @@ def test_delete_removes_a_stored_run(trained, tmp_path):
 
 def test_disk_full_during_save_raises_and_keeps_earlier_runs(trained, tmp_path, monkeypatch):
     _, run, _, _ = trained
-    store = RunStore(tmp_path / "store")
+    store = RunStore(tmp_path / "store", starter_dir=None)  # only this test's runs
     earlier = copy_run(run, store.root)
     before = {p.name: p.read_bytes() for p in earlier.iterdir() if p.is_file()}
     real_write = runs.atomic_write_bytes
@@ -234,7 +234,7 @@ print(RunStore(root).submit(config).origin, flush=True)
 
 
 def test_concurrent_identical_submits_start_one_worker(tmp_path, monkeypatch):
-    store = RunStore(tmp_path / "store")
+    store = RunStore(tmp_path / "store", starter_dir=None)  # only this test's runs
     config = TrainConfig.for_family("mlp", epochs=1, train_limit=1000)
     go = tmp_path / "go"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -284,7 +284,7 @@ def _start_slow_job(store, seed):
 
 
 def test_kill_9_leaves_no_complete_run_and_resubmit_retries(tmp_path):
-    store = RunStore(tmp_path / "store")
+    store = RunStore(tmp_path / "store", starter_dir=None)  # only this test's runs
     config, job = _start_slow_job(store, seed=1)
     pid = job.progress()["pid"]
     assert pid == job.process.pid
@@ -304,7 +304,7 @@ def test_kill_9_leaves_no_complete_run_and_resubmit_retries(tmp_path):
 
 
 def test_cancel_stops_the_worker_and_leaves_no_run(tmp_path):
-    store = RunStore(tmp_path / "store")
+    store = RunStore(tmp_path / "store", starter_dir=None)  # only this test's runs
     config, job = _start_slow_job(store, seed=2)
     assert job.cancel() is True
     assert store.job(config.key()).progress()["cancel_requested"]

@@ -22,6 +22,10 @@ def test_every_field_has_a_change_in_this_test():
     assert set(FIELD_CHANGES) == {f.name for f in dataclasses.fields(TrainConfig)}
 
 
+def test_default_config_is_the_fast_recipe():
+    assert TrainConfig() == TrainConfig.for_family("fast")
+
+
 def test_key_is_stable_and_canonical():
     a = TrainConfig.for_family("fast", seed=3)
     b = TrainConfig.for_family("fast", seed=3, hparams=dict(a.hparams))  # defaults spelled out
@@ -38,7 +42,9 @@ def test_key_is_stable_and_canonical():
 
 def test_key_is_a_known_value():
     # Pinned so a change to the canonical form (which would orphan every stored run) is noticed.
-    config = TrainConfig(family="softmax", epochs=5, batch_size=32, seed=0)
+    config = TrainConfig(dataset="mnist", family="softmax", hparams=(), epochs=5, batch_size=32,
+                         optimizer="adam", learning_rate=0.001, lr_schedule="constant",
+                         validation_split=0.0, augment=False, seed=0, train_limit=None)
     text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
     assert config.key() == hashlib.sha256(text.encode()).hexdigest()[:16] == "f5f89bf58293b76a"
 
