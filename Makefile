@@ -21,7 +21,7 @@ test-deps: chromium
 	$(PY) -m pip install -q -r requirements-dev.txt
 
 test: test-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 bench: install
 	$(PY) bench/bench_data.py
