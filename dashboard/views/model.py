@@ -200,7 +200,7 @@ def show_complete(store, run_id: str) -> None:
                  f"recipe ({fam.notebook_epochs} epochs, batch 32, all 60,000 images).")
     st.caption(note)
     st.plotly_chart(tui.curves_figure(run.history, run.config.epochs), key="model_curves")
-    st.download_button("Download this run (.zip: model.keras, config.json, metrics)",
+    st.download_button("Download this run (.zip)",
                        data=lambda: tui.run_zip(run.run_id), key="model_download_this",
                        file_name=f"digitrec-{run.config.family}-{run_id}.zip",
                        mime="application/zip", icon=":material/download:", on_click="ignore")
@@ -330,7 +330,8 @@ def runs_section(store, dataset: str, infos: list, current: str) -> None:
     right.button("Open its settings", key="model_open_run", on_click=_open,
                  args=(picked.config.to_dict(),))
     st.caption("The zip holds model.keras (load it with `keras.saving.load_model(path, "
-               "safe_mode=True)`), config.json, metrics.json and history.json.")
+               "safe_mode=True)`), config.json, metrics.json, history.json and the test-set "
+               "predictions; `python -m digitrec import` or the box below adds it to another store.")
 
 
 # --------------------------------------------------------------------------- import
