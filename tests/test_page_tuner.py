@@ -91,7 +91,8 @@ def test_stored_search_shows_trials_plots_and_best_layers(home):
     assert len(table) == 2 and set(table["status"]) == {"COMPLETED"}
     space = ["width1", "width2", "width3", "dropout"]
     assert set(space) <= set(table.columns)
-    assert {"score", "epochs", "seconds"} <= set(table.columns)
+    expected_columns = {"score", "epochs", "seconds"}
+    assert expected_columns <= set(table.columns)
     assert table["score"].between(0, 1).all() and (table["epochs"] == 1).all()
     assert at.get("download_button"), "no CSV download"
 
