@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from dashboard import ui
 from digitrec import evaluation
 from digitrec.embedding import embedding, penultimate_features, sample_indices
 from digitrec.models import FAMILIES
@@ -104,10 +105,8 @@ def store() -> RunStore:
 
 
 def complete_runs(dataset: str) -> list[RunInfo]:
-    """Complete runs of `dataset`, best test accuracy first (newest first on ties)."""
-    runs = [i for i in store().list_runs(dataset) if i.status == "complete"]
-    # list_runs is newest first and sorted() is stable, so ties stay newest first.
-    return sorted(runs, key=lambda i: -float(i.metrics.get("test_accuracy", 0.0)))
+    """Complete runs of `dataset`, best test accuracy first (the pickers' shared order)."""
+    return ui.complete_runs(store(), dataset)
 
 
 def ref_of(info: RunInfo) -> RunRef:

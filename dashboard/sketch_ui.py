@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
+from dashboard import ui
 from digitrec.models import FAMILIES
 from digitrec.preprocess import MNIST_SIZE, Preprocessed, augment_view, decode_upload, to_mnist
 from digitrec.runs import RunInfo, RunStore
@@ -49,9 +50,7 @@ def store() -> RunStore:
 def digit_runs() -> list[RunInfo]:
     """Complete MNIST runs, best test accuracy first (newest first on ties); includes the
     shipped starter model, so the first entry is the page's default."""
-    runs = [i for i in store().list_runs(DATASET) if i.status == "complete"]
-    # list_runs is newest first and sorted() is stable, so ties stay newest first.
-    return sorted(runs, key=lambda i: -float(i.metrics.get("test_accuracy", 0.0)))
+    return ui.complete_runs(store(), DATASET)
 
 
 def ref_of(info: RunInfo) -> ModelRef:

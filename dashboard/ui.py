@@ -51,6 +51,17 @@ def dataset_switch() -> str:
     return st.session_state["dataset"]
 
 
+# --------------------------------------------------------------------------- runs
+
+def complete_runs(store, dataset: str) -> list:
+    """Complete runs of `dataset` in `store` (shipped starter included), best test accuracy
+    first, newest first on ties: the order every run picker uses, so its first entry is the
+    default."""
+    runs = [i for i in store.list_runs(dataset) if i.status == "complete"]
+    # list_runs is newest first and sorted() is stable, so ties stay newest first.
+    return sorted(runs, key=lambda i: -float(i.metrics.get("test_accuracy", 0.0)))
+
+
 # --------------------------------------------------------------------------- cached data
 
 @st.cache_data(max_entries=4, show_spinner="Loading the dataset…")
