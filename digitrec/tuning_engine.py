@@ -145,6 +145,11 @@ class _Hooks:
         # trial by the best epoch, as it would from the final History.
         self.oracle.update_trial(trial.trial_id, metrics, step=epoch)
         self._events.epoch_end(trial.trial_id, epoch, metrics)
+        # Always check at an epoch boundary: on a fast machine a short epoch can end inside
+        # one CANCEL_POLL window, and a cancel must not wait for the whole trial to finish.
+        self._last_check = time.monotonic()
+        if self._events.should_stop():
+            raise _Stop("cancelled at the end of an epoch")
 
     def on_trial_end(self, trial):
         seconds = round(time.perf_counter() - self._trial_start, 3)
