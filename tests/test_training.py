@@ -15,7 +15,8 @@ from digitrec.training import (ConfigError, TrainConfig, TrainingCancelled, desc
 # A change to each field, to check the key notices it.
 FIELD_CHANGES = dict(dataset="fashion-mnist", family="cnn_bn", hparams={"width1": 8}, epochs=3,
                      batch_size=64, optimizer="sgd", learning_rate=0.5, lr_schedule="cosine",
-                     validation_split=0.1, augment=True, seed=7, train_limit=1000)
+                     validation_split=0.1, augment=True, seed=7, train_limit=1000,
+                     validate_on_test=True)
 
 
 def test_every_field_has_a_change_in_this_test():
@@ -45,14 +46,20 @@ def test_key_is_a_known_value():
     config = TrainConfig(dataset="mnist", family="softmax", hparams=(), epochs=5, batch_size=32,
                          optimizer="adam", learning_rate=0.001, lr_schedule="constant",
                          validation_split=0.0, augment=False, seed=0, train_limit=None)
-    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    data = config.to_dict()
+    # A field added later enters the hash only when set, so stored runs keep their ids.
+    assert data.pop("validate_on_test") is False
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     assert config.key() == hashlib.sha256(text.encode()).hexdigest()[:16] == "f5f89bf58293b76a"
 
 
 @pytest.mark.parametrize("field", sorted(FIELD_CHANGES))
 def test_key_is_sensitive_to_every_field(field):
     base = TrainConfig(family="fast")
-    changed = TrainConfig(**{**base.to_dict(), field: FIELD_CHANGES[field]}) if field != "family" \
+    changes = {field: FIELD_CHANGES[field]}
+    if field == "validate_on_test":
+        changes["validation_split"] = 0.0
+    changed = TrainConfig(**{**base.to_dict(), **changes}) if field != "family" \
         else TrainConfig(family="cnn_bn")
     assert changed.key() != base.key()
 
@@ -81,6 +88,8 @@ def test_dict_and_json_round_trip():
     ({"validation_split": 0.9}, "validation_split"),
     ({"epochs": 0}, "epochs"),
     ({"train_limit": 5}, "train_limit"),
+    ({"validate_on_test": "yes"}, "validate_on_test must be bool"),
+    ({"validate_on_test": True, "validation_split": 0.1}, "set one of them"),
 ])
 def test_from_dict_rejects_bad_fields(data, message):
     with pytest.raises(ValueError, match=message):
@@ -223,3 +232,12 @@ def test_augmented_training_saves_a_model_without_augmentation(tmp_path):
     loaded = keras.saving.load_model(path, safe_mode=True)
     x = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(result.model(x)), rtol=1e-6)
+
+
+def test_validate_on_test_draws_the_curves_on_the_test_split():
+    config = TrainConfig.for_family("softmax", epochs=1, train_limit=300, validate_on_test=True)
+    result = train(config)
+    # The validation pass saw exactly the images the final test metrics score.
+    assert result.history["val_accuracy"][-1] == pytest.approx(
+        result.metrics["test_accuracy"], abs=1e-6)
+    assert result.history["val_loss"][-1] == pytest.approx(result.metrics["test_loss"], rel=1e-4)

@@ -184,7 +184,8 @@ def test_best_and_transfer_configs(finished):
         result.best_hyperparameters
     transfer = transfer_config(config, root=root)
     assert (transfer.dataset, transfer.batch_size, transfer.epochs) == ("fashion-mnist", 128, 8)
-    assert transfer.hparams == train.hparams and transfer.validation_split > 0
+    assert transfer.hparams == train.hparams
+    assert transfer.validate_on_test and transfer.validation_split == 0  # as the notebook
 
 
 def test_resume_continues_rather_than_restarts(tmp_path, shared_datasets, monkeypatch):
