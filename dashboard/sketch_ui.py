@@ -172,10 +172,13 @@ def sweeps(ref: ModelRef, image: np.ndarray, digit: int) -> dict[str, tuple]:
         "shift x": [augment_view(image, shift=(float(s), 0.0)) for s in SHIFTS],
         "shift y": [augment_view(image, shift=(0.0, float(s))) for s in SHIFTS],
     }
-    out = {}
+    # One model call for all of them: a call has a fixed cost, the batch is tiny.
+    probs = predictor(ref).predict_proba(np.stack([v for batch in views.values() for v in batch]))
+    out, start = {}, 0
     for name, batch in views.items():
-        probs = predictor(ref).predict_proba(np.stack(batch))
-        out[name] = (probs[:, digit], probs.argmax(axis=1))
+        part = probs[start:start + len(batch)]
+        out[name] = (part[:, digit], part.argmax(axis=1))
+        start += len(batch)
     return out
 
 

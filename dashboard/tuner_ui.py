@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
-from dashboard import training_ui
+import digitrec
+from dashboard import training_ui, ui
 from digitrec import tuning
 from digitrec.runs import RunError
 from digitrec.training import TrainConfig
@@ -253,6 +255,12 @@ def run_panel(config: TrainConfig, prefix: str, label: str) -> None:
 
 
 def _show_run(store, run_id: str, prefix: str) -> None:
+    """A finished run: its test figures, named by dataset (the transfer's are on Fashion-MNIST,
+    not on the search's dataset), its learning curves and the way to the Models page.
+
+    Args:
+        store: the RunStore; run_id: the complete run; prefix: keys this panel's elements.
+    """
     try:
         run = store.load(run_id)
     except RunError as e:
@@ -260,11 +268,47 @@ def _show_run(store, run_id: str, prefix: str) -> None:
         return
     m = run.metrics
     c = st.columns(4)
-    c[0].metric("Test accuracy", f"{m['test_accuracy']:.4f}")
+    c[0].metric(f"Test accuracy on {short_name(run.config.dataset)}", f"{m['test_accuracy']:.4f}")
     c[1].metric("Test loss", f"{m.get('test_loss', float('nan')):.4f}")
     c[2].metric("Parameters", f"{m.get('params', 0):,}")
     c[3].metric("Training time", training_ui.duration(m.get("train_seconds")))
     st.plotly_chart(training_ui.curves_figure(run.history, run.config.epochs),
                     key=f"{prefix}_curves")
-    st.caption(f"Run `{run_id}` on {m.get('device', 'an unknown device')}: a normal run, listed "
-               "on the Models page and usable on the Errors and Sketch pages.")
+    pages = "the Errors and Sketch pages" if run.config.dataset == "mnist" else "the Errors page"
+    st.caption(f"Run `{run_id}` on {m.get('device', 'an unknown device')}; "
+               f"{validation_text(run.config)}. A normal run: listed on the Models page and "
+               f"usable on {pages}.")
+    models_link(run.config.dataset)
+
+
+def models_link(dataset: str) -> None:
+    """A link to the Models page, whose leaderboard lists the runs of the sidebar's dataset.
+
+    Args:
+        dataset: the run's dataset; when the sidebar shows another one, the hint says to switch.
+    """
+    name = short_name(dataset)
+    hint = ("" if ui.current_dataset() == dataset else
+            f" (choose {digitrec.dataset_info(dataset).title} in the sidebar there)")
+    try:
+        st.page_link("views/model.py", label=f"See it on the Models page leaderboard of "
+                     f"{name}{hint}", icon=":material/leaderboard:")
+    except StreamlitAPIException:
+        # The page run alone (not through dashboard/app.py) has no Models page to link to.
+        st.caption(f"Open the **Models** page from the menu to see it on the leaderboard of "
+                   f"{name}{hint}.")
+
+
+def validation_text(config: TrainConfig) -> str:
+    """What a run's validation curves were measured on, in words."""
+    # getattr: a TrainConfig from before the field existed reads as False.
+    if getattr(config, "validate_on_test", False):
+        return "its validation curves are on the test split, as in the notebook"
+    if config.validation_split:
+        return f"its validation curves are on {config.validation_split:.0%} of the training images"
+    return "no images were held out for validation curves"
+
+
+def short_name(dataset: str) -> str:
+    """A dataset's title without its gloss: "MNIST", "Fashion-MNIST"."""
+    return digitrec.dataset_info(dataset).title.split(" (")[0]

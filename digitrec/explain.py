@@ -12,7 +12,8 @@ are Keras models that take float32 [N,28,28,1]. Models are called directly
 Gradients are taken of the class *score before the softmax* whenever the model ends in a
 softmax (a ``Dense(activation="softmax")`` or a separate softmax layer): the softmax output of a
 confident model is flat (p ~ 1), so its gradient would be ~0 everywhere and the map empty.
-The sub-models built for this are cached per model (weakly: they go when the model goes).
+The sub-models and traced gradient functions built for this are cached per model (weakly: they
+go when the model goes).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ import tensorflow as tf
 from digitrec.evaluation import EvaluationError
 
 _SUBMODELS: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
-_LOCK = threading.Lock()
+_TRACED: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
+_LOCK = threading.RLock()  # traced() builds sub-models (which take the lock) while holding it
 
 
 # --------------------------------------------------------------------------- model plumbing
@@ -135,14 +137,67 @@ def _normalise(heat: np.ndarray) -> np.ndarray:
     return heat / top if top > 0 else np.zeros_like(heat)
 
 
-def _pick_class(scores, class_index):
+def _class_of(model: keras.Model, class_index: int | None) -> int:
+    """The class to explain as an int; -1 means "the predicted one" (picked inside the graph)."""
     if class_index is None:
-        return int(tf.argmax(scores[0]))
-    c = int(class_index)
-    if not 0 <= c < scores.shape[-1]:
+        return -1
+    c, classes = int(class_index), int(model.outputs[0].shape[-1])
+    if not 0 <= c < classes:
         raise EvaluationError(f"class_index={class_index} is not a class of this model "
-                              f"(0..{scores.shape[-1] - 1}).")
+                              f"(0..{classes - 1}).")
     return c
+
+
+def _score_of(scores, c):
+    # Inside the traced graph: c < 0 picks the predicted class.
+    c = tf.where(c < 0, tf.argmax(scores[0], output_type=tf.int32), c)
+    return scores[0, c]
+
+
+def traced(model: keras.Model, key: str, build):
+    """A traced function, built once per model (weakly) and key by ``build()``.
+
+    Explanations run per stroke on a page that many sessions share: eagerly, one gradient pass
+    takes ~23 ms of op-by-op dispatch, all of it holding the GIL; traced once with a fixed
+    signature it is one graph call (~2 ms).
+    """
+    with _LOCK:
+        per_model = _TRACED.setdefault(model, {})
+        if key not in per_model:
+            per_model[key] = build()
+        return per_model[key]
+
+
+_SIGNATURE = (tf.TensorSpec([1, None, None, 1], tf.float32), tf.TensorSpec([], tf.int32))
+
+
+def _saliency_function(model: keras.Model):
+    stop_at, head = _score_head(model)
+    features = sub_model(model, "scores", stop_at)
+
+    def saliency(image, c):
+        with tf.GradientTape() as tape:
+            tape.watch(image)
+            score = _score_of(head(features(image, training=False)), c)
+        return tf.reduce_max(tf.abs(tape.gradient(score, image))[0], axis=-1)
+
+    return tf.function(saliency, input_signature=_SIGNATURE, autograph=False)
+
+
+def _grad_cam_function(model: keras.Model, conv):
+    stop_at, head = _score_head(model)
+    cam_model = sub_model(model, f"gradcam:{conv.name}", lambda g: [g.output_of(conv), stop_at(g)])
+
+    def cam(image, c):
+        with tf.GradientTape() as tape:
+            maps, h = cam_model(image, training=False)
+            score = _score_of(head(h), c)
+        grads = tape.gradient(score, maps)                       # [1,h,w,k]
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        heat = tf.nn.relu(tf.reduce_sum(maps * weights, axis=-1, keepdims=True))  # [1,h,w,1]
+        return tf.image.resize(heat, tf.shape(image)[1:3], method="bilinear")[0, :, :, 0]
+
+    return tf.function(cam, input_signature=_SIGNATURE, autograph=False)
 
 
 # --------------------------------------------------------------------------- explanations
@@ -158,15 +213,9 @@ def input_gradient_saliency(model: keras.Model, x, class_index: int | None = Non
     Returns:
         float32 [28,28], normalised to 0..1 (all zeros if the gradient is zero).
     """
-    stop_at, head = _score_head(model)
-    features = sub_model(model, "scores", stop_at)
-    image = tf.convert_to_tensor(_one_image(x))
-    with tf.GradientTape() as tape:
-        tape.watch(image)
-        scores = head(features(image, training=False))
-        score = scores[0, _pick_class(scores, class_index)]
-    grad = tape.gradient(score, image)
-    return _normalise(np.abs(grad.numpy())[0].max(axis=-1))
+    c = _class_of(model, class_index)
+    function = traced(model, "saliency", lambda: _saliency_function(model))
+    return _normalise(function(tf.constant(_one_image(x)), tf.constant(c, tf.int32)).numpy())
 
 
 def grad_cam(model: keras.Model, x, class_index: int | None = None) -> np.ndarray | None:
@@ -187,18 +236,9 @@ def grad_cam(model: keras.Model, x, class_index: int | None = None) -> np.ndarra
     conv = last_layer_of(model, keras.layers.Conv2D)
     if conv is None:
         return None
-    stop_at, head = _score_head(model)
-    cam_model = sub_model(model, f"gradcam:{conv.name}", lambda g: [g.output_of(conv), stop_at(g)])
-    image = _one_image(x)
-    with tf.GradientTape() as tape:
-        maps, h = cam_model(tf.convert_to_tensor(image), training=False)
-        scores = head(h)
-        score = scores[0, _pick_class(scores, class_index)]
-    grads = tape.gradient(score, maps)                       # [1,h,w,k]
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(maps * weights, axis=-1, keepdims=True))  # [1,h,w,1]
-    cam = tf.image.resize(cam, image.shape[1:3], method="bilinear")
-    return _normalise(cam.numpy()[0, :, :, 0])
+    c = _class_of(model, class_index)
+    function = traced(model, f"gradcam:{conv.name}", lambda: _grad_cam_function(model, conv))
+    return _normalise(function(tf.constant(_one_image(x)), tf.constant(c, tf.int32)).numpy())
 
 
 def _starts(size: int, patch: int, stride: int) -> list[int]:
@@ -239,7 +279,8 @@ def occlusion_map(model: keras.Model, x, patch: int = 4, stride: int = 2, fill: 
     for i, (r, c) in enumerate(boxes, start=1):
         batch[i, r:r + patch, c:c + patch] = fill
     probs = np.asarray(model(tf.convert_to_tensor(batch), training=False))
-    target = _pick_class(probs[:1], class_index)
+    c = _class_of(model, class_index)
+    target = int(np.argmax(probs[0])) if c < 0 else c
     drops = probs[0, target] - probs[1:, target]
     total = np.zeros((height, width), np.float64)
     count = np.zeros((height, width), np.int64)

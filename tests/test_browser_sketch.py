@@ -118,7 +118,7 @@ def test_drawing_a_one_and_a_zero_with_the_mouse(starter_only, start_dashboard, 
 
     # Everything below the prediction renders too: the steps, the explanations, the sweeps.
     page.get_by_role("heading", name="What the model sees").wait_for()
-    page.locator(".st-key-sketch_sweep_rotation .js-plotly-plot").wait_for()
+    page.locator(".st-key-sketch_sweep .js-plotly-plot").wait_for()
     bars = page.locator(".st-key-sketch_probs .js-plotly-plot .barlayer .point")
     bars.nth(9).wait_for(state="attached")  # attached: a bar of height ~0 is never "visible"
     assert bars.count() == 10

@@ -201,9 +201,15 @@ def test_a_drawing_is_read_explained_and_perturbed(home, trained, canvas):
     assert now.value == str(int(np.argmax(moved)))
     assert now.delta == f"{(moved[digit] - probs[digit]) * 100:+.1f} pts for {digit}"
     assert prediction(at) == str(digit)  # the original reading is unchanged
-    sweep = figure(at, "sketch_sweep_rotation")
+    sweep = figure(at, "sketch_sweep")
     assert values(sweep["data"][0]["x"]) == list(sketch_ui.ROTATIONS)
     assert sweep["layout"]["shapes"][0]["x0"] == 45  # the slider's position is marked
+    # One sweep chart at a time; the selector swaps it for the sideways shift.
+    at.segmented_control(key="sketch_sweep_axis").set_value("Shift right").run()
+    sweep = figure(at, "sketch_sweep")
+    assert values(sweep["data"][0]["x"]) == list(sketch_ui.SHIFTS)
+    assert sweep["layout"]["shapes"][0]["x0"] == 3
+    assert len([c for c in at.get("plotly_chart")]) == 2  # the bars and one sweep
 
 
 def test_a_loop_and_a_stroke_give_different_readings(home, trained, canvas):

@@ -1,7 +1,7 @@
 """AppTest of the Tuner page on a tiny stored search: the search picker and its link, the trials
 table and CSV, the parallel-coordinates plot, learning curves, the best model's layers, "Train
-best fully", a search started from the page (seen from a second tab), a damaged trial.json and
-the empty store.
+best fully" (started, and finished), the finished transfer to Fashion-MNIST, a search started
+from the page (seen from a second tab), a damaged trial.json and the empty store.
 
 One tiny random search (the `fast` space, 300 images, 2 trials of 1 epoch) is run once for the
 module; each test gets its own copy of it in a private run store (DIGITREC_HOME).
@@ -17,9 +17,11 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import digitrec
 from dashboard import tuner_ui as tnu
-from digitrec import models, tuning
+from digitrec import models, training, tuning
 from digitrec.runs import RunStore
+from digitrec.training import TrainConfig
 from digitrec.tuning import SearchConfig, run_search, search_dir
 from digitrec.tuning_jobs import SearchJob
 
@@ -189,6 +191,70 @@ def test_train_best_fully_starts_a_normal_run(home, run_home):
     finally:
         job.cancel()  # a full MNIST epoch is not this test's business
         assert job.wait(timeout=JOB_TIMEOUT) != "running"
+
+
+@pytest.fixture(scope="module")
+def tiny_results(stored):
+    """Tiny trainings of the search's best architecture on real images (300 training images,
+    1 epoch): (on the search's dataset, on Fashion-MNIST). Same recipes as the page's configs
+    but for `epochs` and `train_limit`."""
+    root, config = stored
+    if not digitrec.available("fashion-mnist"):
+        pytest.skip("Fashion-MNIST is not in ../shared/datasets")
+    folder = search_dir(config, root)
+    tiny = dict(epochs=1, train_limit=300)
+    return (training.train(tuning.best_train_config(folder, **tiny)),
+            training.train(tuning.transfer_config(folder, dataset="fashion-mnist", **tiny)))
+
+
+def test_finished_train_best_and_transfer_show_their_results(home, run_home, tiny_results):
+    folder = search_dir(home)
+    # Exactly the configs the page asks for: "Train best fully" with the epochs its number input
+    # starts at (the family recipe's), and the notebook's transfer, both on all training images.
+    full = tuning.best_train_config(folder, epochs=TrainConfig.for_family(home.family).epochs)
+    transfer = tuning.transfer_config(folder, dataset="fashion-mnist")
+    # Neither can be made tiny (the page always trains on every image), so each stores the
+    # result of a tiny training of the same architecture on the same real dataset under the
+    # page config's key: the page only reads the run store, and the figures below come from it.
+    tiny_full, tiny_transfer = tiny_results
+    store = RunStore()
+    store.write_run(full, tiny_full)
+    store.write_run(transfer, tiny_transfer)
+
+    at = AppTest.from_file(str(PAGE.parents[1] / "app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("views/tuner.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error
+
+    # Finished runs show their results, not a button that would train them again.
+    labels = [b.label for b in at.button]
+    assert not any(label.startswith(("Train best fully", "Transfer to Fashion-MNIST"))
+                   for label in labels), labels
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Test accuracy on MNIST"] == f"{tiny_full.metrics['test_accuracy']:.4f}"
+    assert shown["Test accuracy on Fashion-MNIST"] == \
+        f"{tiny_transfer.metrics['test_accuracy']:.4f}"
+    captions = texts(at.caption)
+    assert f"`{full.key()}`" in captions and f"`{transfer.key()}`" in captions
+    assert tnu.validation_text(transfer) in captions  # what the transfer's curves watched
+
+    # The transfer's learning curves are the stored history (train and validation).
+    figs = charts(at)
+    assert {"tuner_full_curves", "tuner_transfer_curves"} <= set(figs)
+    traces = {(t["name"], t["yaxis"]): t["y"] for t in figs["tuner_transfer_curves"]["data"]}
+    history = tiny_transfer.history
+    assert np.allclose(traces[("train", "y2")], history["accuracy"])
+    assert np.allclose(traces[("validation", "y2")], history["val_accuracy"])
+    assert np.allclose(traces[("validation", "y")], history["val_loss"])
+
+    # Both are normal runs: the page points to the Models page, whose leaderboard lists them.
+    links = [link for link in at.page_link if "Models page" in link.value]
+    assert len(links) == 2, [link.value for link in at.page_link]
+    assert "Fashion-MNIST" in links[1].value
+
+    alone = page()  # the page without the app's menu: no link to draw, a hint instead
+    assert not alone.page_link
+    assert texts(alone.caption).count("Open the **Models** page from the menu") == 2
 
 
 def test_start_a_search_from_the_page_and_see_it_in_a_second_tab(run_home):

@@ -209,15 +209,18 @@ def show_robustness(ref, pre, digit: int, probs: np.ndarray) -> None:
     c2.caption(f"{new_probs[new_digit]:.1%} sure")
     sweeps = sk.sweeps(ref, pre.image, digit)
     with c3:
-        tabs = st.tabs(["Rotation", "Shift right", "Shift down"])
-        for tab, (name, x, current, title) in zip(tabs, [
-                ("rotation", sk.ROTATIONS, angle, "rotation (degrees)"),
-                ("shift x", sk.SHIFTS, dx, "shift right (px)"),
-                ("shift y", sk.SHIFTS, dy, "shift down (px)")]):
-            p, predicted = sweeps[name]
-            tab.plotly_chart(sk.sweep_figure(x, p, predicted, digit, title, current),
-                             key=f"sketch_sweep_{name.replace(' ', '_')}")
-    st.caption("Each curve moves the original digit alone along one axis; red points are "
+        # One chart at a time: every chart is rebuilt and sent on each stroke, and a classroom
+        # of sessions shares this server's CPU.
+        axes = {"Rotation": ("rotation", sk.ROTATIONS, angle, "rotation (degrees)"),
+                "Shift right": ("shift x", sk.SHIFTS, dx, "shift right (px)"),
+                "Shift down": ("shift y", sk.SHIFTS, dy, "shift down (px)")}
+        axis = st.segmented_control("Sweep", list(axes), default="Rotation",
+                                    key="sketch_sweep_axis", label_visibility="collapsed")
+        name, x, current, title = axes[axis or "Rotation"]
+        p, predicted = sweeps[name]
+        st.plotly_chart(sk.sweep_figure(x, p, predicted, digit, title, current),
+                        key="sketch_sweep")
+    st.caption("The curve moves the original digit alone along one axis; red points are "
                "positions where another digit (written above the point) wins.")
 
 
