@@ -80,8 +80,9 @@ def _text(value) -> str:
 
 
 def to_query(config: TrainConfig) -> dict[str, str]:
-    """URL query parameters for `config` (all fields but the dataset, so links stay explicit)."""
-    query = {"family": config.family}
+    """URL query parameters for `config`: every field, so a shared link opens the same setup
+    (the dataset is read back by `ui.dataset_switch`, the rest by `from_query`)."""
+    query = {"dataset": config.dataset, "family": config.family}
     query.update({HP_PREFIX + name: _text(value) for name, value in config.hparams})
     query.update({key: _text(getattr(config, field)) for field, key in URL_KEYS.items()})
     if config.train_limit is not None:

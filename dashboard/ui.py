@@ -38,6 +38,10 @@ def dataset_switch() -> str:
     says so and how to get it, and the choice falls back to MNIST.
     """
     names = [n for n in digitrec.DATASETS if n == DEFAULT_DATASET or digitrec.available(n)]
+    if "dataset" not in st.session_state and st.query_params.get("dataset") in names:
+        # First script run of a session opened from a shared link (the Models page writes the
+        # dataset into the address bar with the rest of its setup).
+        st.session_state["dataset"] = st.query_params["dataset"]
     if st.session_state.get("dataset") not in names:
         # Set before the widget is drawn: a stale choice (files removed) must not crash the radio.
         st.session_state["dataset"] = DEFAULT_DATASET

@@ -63,6 +63,18 @@ def test_the_app_shell_routes_to_the_models_page(run_home):
     assert not at.exception, [e.message for e in at.exception]
     assert at.title[0].value == "Models · MNIST (handwritten digits)"
     assert layer_params(at) == 7_850
+    assert at.query_params["dataset"] == "mnist"
+
+
+def test_a_shared_link_opens_its_dataset(run_home, shared_datasets):
+    at = AppTest.from_file(str(DASHBOARD / "app.py"), default_timeout=TIMEOUT)
+    at.query_params.update({"dataset": "fashion-mnist", "family": "softmax"})
+    at.run()
+    assert at.sidebar.radio(key="dataset").value == "fashion-mnist"
+    at.switch_page("views/model.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.title[0].value.startswith("Models · Fashion-MNIST")
+    assert at.query_params["dataset"] == "fashion-mnist"
 
 
 def test_families_explanations_and_layer_tables(run_home):
@@ -99,7 +111,7 @@ def test_hyperparameters_change_the_table_and_the_url(run_home):
 
 
 def test_query_params_prefill_the_widgets(run_home):
-    query = {"family": "mlp_dropout", "hp_units": "64", "hp_dropout": "0.3", "epochs": "3",
+    query = {"dataset": "mnist", "family": "mlp_dropout", "hp_units": "64", "hp_dropout": "0.3", "epochs": "3",
              "batch": "64", "opt": "sgd", "lr": "0.005", "schedule": "cosine", "val": "0.1",
              "augment": "1", "seed": "7", "limit": "500"}
     at = model_page(query)
