@@ -447,6 +447,13 @@ def read_json(path: Path):
 def _save_model(model, path: Path) -> None:
     """model.save to a temp .keras file in the same folder, fsync, then os.replace."""
     tmp = path.with_name(f".tmp-{secrets.token_hex(4)}.keras")  # keras wants the suffix
+    if getattr(model, "optimizer", None) is not None:
+        # A run is for predicting and comparing, never resumed: Adam's two moments per weight
+        # would triple the file (a notebook CNN: 12 MB instead of 4), past the upload limit.
+        # from_config, not keras.models.clone_model: a clone of a compiled model is compiled.
+        lean = model.__class__.from_config(model.get_config())
+        lean.set_weights(model.get_weights())
+        model = lean
     try:
         model.save(tmp)
         with open(tmp, "rb") as fh:

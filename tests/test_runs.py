@@ -361,3 +361,26 @@ def test_damaged_stored_copy_does_not_hide_the_shipped_starter(run_home):
     infos = [i for i in store.list_runs("mnist") if i.run_id == shipped.name]
     assert len(infos) == 1 and infos[0].shipped and infos[0].status == "complete"
     assert store.best_run("mnist") is not None
+
+
+def test_a_stored_model_holds_weights_but_no_optimizer_state(tmp_path, shared_datasets):
+    import zipfile
+
+    import h5py
+
+    from digitrec.datasets import load_dataset
+
+    store = RunStore(tmp_path, starter_dir=None)
+    # The fast family has batch norm: its moving statistics must survive the lean copy too.
+    run = store.train_now(TrainConfig.for_family("fast", epochs=1, train_limit=300))
+    with zipfile.ZipFile(run.path / "model.keras") as archive:
+        (tmp_path / "w.h5").write_bytes(archive.read("model.weights.h5"))
+    names = []
+    with h5py.File(tmp_path / "w.h5") as weights:
+        weights.visit(names.append)
+    assert any(n.startswith("layers") for n in names)
+    assert not [n for n in names if "optimizer" in n]
+    # The stored model predicts exactly what the trained one did (the stored test probabilities).
+    images = load_dataset("mnist", "test")[0][:16, ..., None].astype("float32") / 255.0
+    np.testing.assert_allclose(np.asarray(run.model()(images)), run.test_probabilities()[:16],
+                               atol=1e-5)
