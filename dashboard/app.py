@@ -5,8 +5,12 @@
 Each page lives in `dashboard/views/<page>.py` with its body in a function; to add a page, add
 one line to PAGES.
 """
+import os
 import sys
 from pathlib import Path
+
+# TensorFlow's C++ start-up notes would fill the server's terminal; errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HERE = Path(__file__).resolve().parent
 # `streamlit run` puts only dashboard/ on sys.path; pages import `dashboard.ui` and `digitrec`

@@ -17,9 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import datetime
+
+# TensorFlow's C++ start-up lines (oneDNN notes, CUDA probes on a CPU box) would drown the
+# progress bars; its errors still show. An explicit setting in the environment wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
