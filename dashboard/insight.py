@@ -3,16 +3,12 @@
 Everything numerical comes from `digitrec.evaluation`, `digitrec.explain` and
 `digitrec.embedding`; this file caches it and turns it into plotly figures.
 
-A run is named by a `RunRef` (store folder, run id, save time): the id alone is not enough,
-because a run deleted and trained again, or another store (tests point DIGITREC_HOME elsewhere),
-reuses the same id with other predictions. Arrays are cached with `st.cache_data` (bounded), the
+A run is named by a `ui.RunRef` (store folder, run id, save time). Arrays are cached with `st.cache_data` (bounded), the
 loaded Keras models with `st.cache_resource`; nothing returned is mutated afterwards.
 """
 from __future__ import annotations
 
 import math
-import time
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -23,19 +19,11 @@ from plotly.subplots import make_subplots
 from dashboard import ui
 from digitrec import evaluation
 from digitrec.embedding import embedding, penultimate_features, sample_indices
-from digitrec.models import FAMILIES
 from digitrec.runs import RunInfo, RunStore
 
 # Colours of the probability bars: the right answer, a wrong prediction, everything else.
 TRUE_COLOUR, WRONG_COLOUR, OTHER_COLOUR = "#2ca02c", "#d62728", "#b0b0b0"
 ANY = -1  # the class filters' "any class" choice (None would give the select box a clear button)
-
-
-class RunRef(NamedTuple):
-    """What identifies a run's contents: cache key of everything computed from it."""
-    root: str       # the run store folder
-    run_id: str
-    created: float  # metrics["created"]: a retrained run gets a new one
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -99,46 +87,19 @@ def page_bounds(count: int, page: int, per_page: int) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- runs
 
-def store() -> RunStore:
-    """The run store ($DIGITREC_HOME or ./runs). Not cached: it is a path, and tests move it."""
-    return RunStore()
-
-
 def complete_runs(dataset: str) -> list[RunInfo]:
     """Complete runs of `dataset`, best test accuracy first (the pickers' shared order)."""
-    return ui.complete_runs(store(), dataset)
-
-
-def ref_of(info: RunInfo) -> RunRef:
-    return RunRef(str(store().root), info.run_id, float(info.created))
-
-
-def run_label(info: RunInfo) -> str:
-    """One line naming a run in a picker: model, accuracy, epochs, age, id."""
-    config, metrics = info.config, info.metrics
-    family = FAMILIES[config.family].title if config.family in FAMILIES else config.family
-    limit = f" · {config.train_limit:,} images" if config.train_limit else ""
-    starter = " · starter" if info.shipped else ""
-    return (f"{family} · {metrics.get('test_accuracy', 0):.2%} · {config.epochs} ep{limit}"
-            f" · {_age(info.created)}{starter} · {info.run_id[:8]}")
-
-
-def _age(created: float) -> str:
-    seconds = max(time.time() - created, 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit} ago"
-    return "just now"
+    return ui.complete_runs(ui.run_store(), dataset)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def test_probabilities(ref: RunRef) -> np.ndarray:
+def test_probabilities(ref: ui.RunRef) -> np.ndarray:
     """float32 [N_test, classes]: the run's stored test-set probabilities."""
     return RunStore(ref.root).load(ref.run_id).test_probabilities()
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading the model…")
-def model(ref: RunRef):
+def model(ref: ui.RunRef):
     """The run's trained keras.Model (shared by every session; only ever called, never changed)."""
     return RunStore(ref.root).load(ref.run_id).model()
 
@@ -146,7 +107,7 @@ def model(ref: RunRef):
 # --------------------------------------------------------------------------- evaluation
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def error_table(ref: RunRef, labels: np.ndarray, include_correct: bool,
+def error_table(ref: ui.RunRef, labels: np.ndarray, include_correct: bool,
                 true_class: int | None, pred_class: int | None) -> pd.DataFrame:
     """`digitrec.evaluation.errors` of the run, filtered (see there for the columns)."""
     return evaluation.errors(test_probabilities(ref), labels, include_correct=include_correct,
@@ -154,7 +115,7 @@ def error_table(ref: RunRef, labels: np.ndarray, include_correct: bool,
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def comparison(ref_a: RunRef, ref_b: RunRef, labels: np.ndarray, name_a: str,
+def comparison(ref_a: ui.RunRef, ref_b: ui.RunRef, labels: np.ndarray, name_a: str,
                name_b: str) -> evaluation.Comparison:
     """`digitrec.evaluation.compare_runs` of two runs on the same test digits."""
     return evaluation.compare_runs(test_probabilities(ref_a), test_probabilities(ref_b), labels,
@@ -162,7 +123,7 @@ def comparison(ref_a: RunRef, ref_b: RunRef, labels: np.ndarray, name_a: str,
 
 
 @st.cache_data(max_entries=64, show_spinner="Explaining the prediction…")
-def explanations(ref: RunRef, image: np.ndarray, class_index: int) -> dict[str, np.ndarray | None]:
+def explanations(ref: ui.RunRef, image: np.ndarray, class_index: int) -> dict[str, np.ndarray | None]:
     """Saliency, Grad-CAM (None for models without a convolution) and occlusion maps, [28,28]."""
     from digitrec import explain  # TensorFlow: imported when first needed, not with the page
 
@@ -192,7 +153,7 @@ def pixel_projection(images: np.ndarray, method: str, seed: int) -> np.ndarray:
 
 
 @st.cache_data(max_entries=8, show_spinner="Projecting what the model sees…")
-def model_projection(ref: RunRef, images: np.ndarray, method: str, seed: int) -> np.ndarray:
+def model_projection(ref: ui.RunRef, images: np.ndarray, method: str, seed: int) -> np.ndarray:
     """float32 [N,2]: the model's penultimate-layer features of the images, projected to 2-D."""
     features = penultimate_features(model(ref), images)
     return embedding(features, method=method, seed=seed)

@@ -5,16 +5,13 @@ Everything numerical comes from `digitrec.preprocess`, `digitrec.inference` and
 `digitrec.explain`. Prediction always goes through a cached `Predictor` (a traced tf.function,
 well under a millisecond for one image), never `model.predict` (~40 ms of set-up per call).
 
-A run is named by a `ModelRef` (store folder, run id, save time): the id alone is not enough,
-because a run deleted and trained again, or another store (tests point DIGITREC_HOME
-elsewhere), reuses the same id with other weights. Loaded models and their Predictors are
+A run is named by a `ui.RunRef` (store folder, run id, save time). Loaded models and their Predictors are
 cached with `st.cache_resource` (shared by every session; only ever called, never changed),
 arrays with a bounded `st.cache_data`.
 """
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
 
 import numpy as np
 import plotly.graph_objects as go
@@ -22,7 +19,6 @@ import streamlit as st
 from PIL import Image
 
 from dashboard import ui
-from digitrec.models import FAMILIES
 from digitrec.preprocess import MNIST_SIZE, Preprocessed, augment_view, decode_upload, to_mnist
 from digitrec.runs import RunInfo, RunStore
 
@@ -33,46 +29,25 @@ ROTATIONS = np.arange(-60, 61, 5)   # degrees
 SHIFTS = np.arange(-8, 9, 1)        # pixels
 
 
-class ModelRef(NamedTuple):
-    """What identifies a run's weights: the cache key of everything computed from them."""
-    root: str       # the run store folder
-    run_id: str
-    created: float  # a run trained again under the same id gets a new save time
-
-
 # --------------------------------------------------------------------------- runs
-
-def store() -> RunStore:
-    """The run store ($DIGITREC_HOME or ./runs). Not cached: it is a path, and tests move it."""
-    return RunStore()
-
 
 def digit_runs() -> list[RunInfo]:
     """Complete MNIST runs, best test accuracy first (newest first on ties); includes the
     shipped starter model, so the first entry is the page's default."""
-    return ui.complete_runs(store(), DATASET)
-
-
-def ref_of(info: RunInfo) -> ModelRef:
-    return ModelRef(str(store().root), info.run_id, float(info.created))
+    return ui.complete_runs(ui.run_store(), DATASET)
 
 
 def run_label(info: RunInfo) -> str:
-    """One line naming a run in the picker: model, test accuracy, epochs, starter, id."""
-    config, metrics = info.config, info.metrics
-    family = FAMILIES[config.family].title if config.family in FAMILIES else config.family
-    limit = f" · {config.train_limit:,} images" if config.train_limit else ""
-    starter = " · shipped starter" if info.shipped else ""
-    return (f"{family} · {metrics.get('test_accuracy', 0):.2%} · {config.epochs} ep{limit}"
-            f"{starter} · {info.run_id[:8]}")
+    """The model picker's line for a run (no age: a drawing does not care how old it is)."""
+    return ui.run_label(info, age=False)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
-def predictor(ref: ModelRef):
+def predictor(ref: ui.RunRef):
     """A `digitrec.inference.Predictor` for the run (traced once; thread-safe, never mutated).
 
     Args:
-        ref: the run, from `ref_of`.
+        ref: the run, from `ui.ref_of`.
     Raises:
         digitrec.runs.RunError: the run is gone or damaged (the message says what to do).
     """
@@ -109,14 +84,14 @@ def prepare_example(image: np.ndarray) -> Preprocessed:
                         stages=(("test image", image),))
 
 
-def predict(ref: ModelRef, pre: Preprocessed) -> tuple[int, np.ndarray]:
+def predict(ref: ui.RunRef, pre: Preprocessed) -> tuple[int, np.ndarray]:
     """(digit, probabilities float32 [10]) for a prepared, non-blank image."""
     from digitrec.inference import predict_digit
 
     return predict_digit(predictor(ref), pre)
 
 
-def read_upload(ref: ModelRef, data) -> tuple[Preprocessed, int | None, np.ndarray | None]:
+def read_upload(ref: ui.RunRef, data) -> tuple[Preprocessed, int | None, np.ndarray | None]:
     """The whole upload path: bytes -> decoded -> MNIST form -> prediction.
 
     Returns:
@@ -135,7 +110,7 @@ def read_upload(ref: ModelRef, data) -> tuple[Preprocessed, int | None, np.ndarr
 # --------------------------------------------------------------------------- analysis
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def explanation(ref: ModelRef, image: np.ndarray, digit: int) -> dict[str, np.ndarray | None]:
+def explanation(ref: ui.RunRef, image: np.ndarray, digit: int) -> dict[str, np.ndarray | None]:
     """Saliency and Grad-CAM (None for models without a convolution) overlays, uint8 RGB
     168x168, of `digit` on the 28x28 image the model sees."""
     from digitrec import explain
@@ -146,7 +121,7 @@ def explanation(ref: ModelRef, image: np.ndarray, digit: int) -> dict[str, np.nd
     return {k: None if v is None else explain.overlay(image, v, scale=6) for k, v in maps.items()}
 
 
-def perturbed(ref: ModelRef, image: np.ndarray, dx: float, dy: float, rotate: float,
+def perturbed(ref: ui.RunRef, image: np.ndarray, dx: float, dy: float, rotate: float,
               thickness: int) -> tuple[np.ndarray, int, np.ndarray]:
     """The robustness panel's view: (perturbed image [28,28], its digit, its probabilities).
 
@@ -160,7 +135,7 @@ def perturbed(ref: ModelRef, image: np.ndarray, dx: float, dy: float, rotate: fl
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def sweeps(ref: ModelRef, image: np.ndarray, digit: int) -> dict[str, tuple]:
+def sweeps(ref: ui.RunRef, image: np.ndarray, digit: int) -> dict[str, tuple]:
     """How the probability of `digit` and the predicted digit change as the drawing is
     rotated, shifted sideways or shifted up/down, each over a range, one batch per sweep.
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +20,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from digitrec import models
-from digitrec.runs import RunStore
+from dashboard import ui
 from digitrec.training import LR_SCHEDULES, OPTIMIZERS, ConfigError, TrainConfig, describe_device
 
 DEFAULT_FAMILY = "softmax"  # the first lesson
@@ -179,11 +178,6 @@ def form_of(config: TrainConfig) -> tuple[dict, list[str]]:
 
 # --------------------------------------------------------------------------- cached library calls
 
-def run_store() -> RunStore:
-    """The run store ($DIGITREC_HOME or ./runs). Not cached: it is a path, and cheap."""
-    return RunStore()
-
-
 @st.cache_resource(show_spinner=False)
 def device() -> str:
     """The device training uses, in words ("CPU (2 cores)" or the GPU's name)."""
@@ -321,5 +315,5 @@ def run_zip(run_id: str) -> bytes:
     """The run as a zip that `python -m digitrec import` and the import box accept (all five run
     files plus a README), built in memory by `digitrec.transfer.export_bytes`."""
     from digitrec.transfer import export_bytes
-    return export_bytes(run_store(), run_id)
+    return export_bytes(ui.run_store(), run_id)
 

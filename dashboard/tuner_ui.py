@@ -207,7 +207,7 @@ def fraction_done(p: dict) -> float:
 @st.fragment(run_every=1)
 def live_run(run_id: str, prefix: str) -> None:
     """Progress of the run store job training `run_id`, redrawn every second."""
-    job = training_ui.run_store().job(run_id)
+    job = ui.run_store().job(run_id)
     p = job.progress()
     if p["status"] != "running":
         st.rerun()
@@ -229,7 +229,7 @@ def live_run(run_id: str, prefix: str) -> None:
 def run_panel(config: TrainConfig, prefix: str, label: str) -> None:
     """A run of the run store: its result when stored, its live progress while training,
     else a button that submits it (a cached run comes back at once)."""
-    store = training_ui.run_store()
+    store = ui.run_store()
     try:
         info = store.info(config.key())
     except RunError:

@@ -7,6 +7,9 @@ only keys (the dataset name), never arrays.
 """
 from __future__ import annotations
 
+import time
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 import plotly.express as px
@@ -14,6 +17,8 @@ import streamlit as st
 
 import digitrec
 from digitrec import datasets
+from digitrec.models import FAMILIES
+from digitrec.runs import RunInfo, RunStore
 
 DEFAULT_DATASET = "mnist"  # ships inside the package, so it is always there
 
@@ -56,6 +61,45 @@ def dataset_switch() -> str:
 
 
 # --------------------------------------------------------------------------- runs
+
+class RunRef(NamedTuple):
+    """What identifies a run's contents: the cache key of everything computed from it.
+
+    The id alone is not enough: a run deleted and trained again, or another store (tests point
+    DIGITREC_HOME elsewhere), reuses the same id with other weights and predictions.
+    """
+    root: str       # the run store folder
+    run_id: str
+    created: float  # the save time: a run trained again under the same id gets a new one
+
+
+def run_store() -> RunStore:
+    """The run store ($DIGITREC_HOME or ./runs). Not cached: it is a path, and tests move it."""
+    return RunStore()
+
+
+def ref_of(info: RunInfo) -> RunRef:
+    return RunRef(str(run_store().root), info.run_id, float(info.created))
+
+
+def run_label(info: RunInfo, age: bool = True) -> str:
+    """One line naming a run in a picker: model, test accuracy, epochs, [age,] starter, id."""
+    config, metrics = info.config, info.metrics
+    family = FAMILIES[config.family].title if config.family in FAMILIES else config.family
+    limit = f" · {config.train_limit:,} images" if config.train_limit else ""
+    when = f" · {_age(info.created)}" if age else ""
+    starter = " · shipped starter" if info.shipped else ""
+    return (f"{family} · {metrics.get('test_accuracy', 0):.2%} · {config.epochs} ep{limit}"
+            f"{when}{starter} · {info.run_id[:8]}")
+
+
+def _age(created: float) -> str:
+    seconds = max(time.time() - created, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return "just now"
+
 
 def complete_runs(store, dataset: str) -> list:
     """Complete runs of `dataset` in `store` (shipped starter included), best test accuracy

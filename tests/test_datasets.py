@@ -1,7 +1,6 @@
 """The IDX reader on hand-built bytes, the lookup order, and the real MNIST."""
 import gzip
 import hashlib
-import os
 
 import numpy as np
 import pytest

@@ -14,7 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import digitrec
-from dashboard import insight
+from dashboard import insight, ui
 from digitrec import evaluation
 from digitrec.runs import RunStore
 from digitrec.training import TrainConfig
@@ -42,7 +42,7 @@ def only_store(monkeypatch, root) -> None:
     """Point the page at the store in `root` alone: no shipped starter run beside it, so the
     tests see exactly the runs they trained."""
     monkeypatch.setenv("DIGITREC_HOME", str(root))
-    monkeypatch.setattr(insight, "store", lambda: RunStore(root, starter_dir=None))
+    monkeypatch.setattr(ui, "run_store", lambda: RunStore(root, starter_dir=None))
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
-from dashboard import sketch_ui
+from dashboard import sketch_ui, ui
 from digitrec.datasets import load_dataset
 from digitrec.inference import Predictor
 from digitrec.preprocess import UploadError, augment_view, decode_upload, to_mnist
@@ -157,7 +157,7 @@ def test_empty_canvas_asks_for_a_drawing_and_lists_the_runs(home, trained):
 
 
 def test_no_model_says_how_to_train_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(sketch_ui, "store", lambda: RunStore(tmp_path / "none", starter_dir=None))
+    monkeypatch.setattr(ui, "run_store", lambda: RunStore(tmp_path / "none", starter_dir=None))
     at = sketch_page()
     assert "python -m digitrec train" in at.warning[0].value
     assert not at.selectbox and prediction(at) is None
@@ -272,7 +272,7 @@ def test_bad_uploads_get_a_clear_error_and_no_prediction(home):
 
 def test_read_upload_is_the_whole_upload_path(home, trained):
     _, run, predictor = trained
-    ref = sketch_ui.ref_of(RunStore().info(run.run_id))
+    ref = ui.ref_of(RunStore().info(run.run_id))
     test_images, _ = load_dataset("mnist", "test")
     data = png(255 - test_images[1])
     pre, digit, probs = sketch_ui.read_upload(ref, data)

@@ -110,10 +110,10 @@ def pick_run(runs) -> "insight.RunRef":
     ids = [r.run_id for r in runs]
     if st.session_state.get("err_run") not in ids:
         st.session_state["err_run"] = ids[0]  # the best run; also after a dataset switch
-    labels = {r.run_id: insight.run_label(r) for r in runs}
+    labels = {r.run_id: ui.run_label(r) for r in runs}
     run_id = st.selectbox("Run", ids, key="err_run", format_func=labels.get,
                           help="Complete runs of this dataset, best test accuracy first.")
-    return insight.ref_of(next(r for r in runs if r.run_id == run_id))
+    return ui.ref_of(next(r for r in runs if r.run_id == run_id))
 
 
 def summary(info, probs: np.ndarray, labels: np.ndarray) -> None:
@@ -256,13 +256,13 @@ def compare_tab(ref_a, runs, dataset: str, images, labels, probs_a, names) -> No
         st.info("There is only one run of this dataset. Train another model (say an MLP and a "
                 "CNN) to see which digits one fixes and the other breaks.")
         return
-    labels_of = {r.run_id: insight.run_label(r) for r in others}
+    labels_of = {r.run_id: ui.run_label(r) for r in others}
     ids = list(labels_of)
     if st.session_state.get("err_run_b") not in ids:
         st.session_state["err_run_b"] = ids[0]
     run_b = st.selectbox("Compare with run B", ids, key="err_run_b", format_func=labels_of.get,
                          help="Run A is the run picked above.")
-    ref_b = insight.ref_of(next(r for r in others if r.run_id == run_b))
+    ref_b = ui.ref_of(next(r for r in others if r.run_id == run_b))
     probs_b = insight.test_probabilities(ref_b)
     if probs_b.shape != probs_a.shape:
         st.error(f"Run B has predictions for {len(probs_b):,} digits and run A for "

@@ -58,7 +58,7 @@ def _open(config_dict: dict, notice: str | None = None) -> None:
 def _retry(config_dict: dict) -> None:
     """Callback: submit an unfinished run again and show it."""
     try:
-        job = tui.run_store().submit(TrainConfig.from_dict(config_dict))
+        job = ui.run_store().submit(TrainConfig.from_dict(config_dict))
     except ValueError as e:
         st.session_state[NOTICE] = ("error", str(e))
         return
@@ -211,7 +211,7 @@ def show_complete(store, run_id: str) -> None:
 @st.fragment(run_every=1)
 def live_job(run_id: str) -> None:
     """Progress of the job training `run_id`, redrawn every second from its job.json."""
-    job = tui.run_store().job(run_id)
+    job = ui.run_store().job(run_id)
     p = job.progress()
     if p["status"] != "running":
         st.rerun()  # finished (or stopped): the whole page shows the outcome
@@ -261,7 +261,7 @@ def other_jobs(dataset: str, current: str, shown: tuple) -> None:
     """Jobs training other configurations of this dataset (another tab, user or the CLI)."""
     if st.session_state.pop("model_rerun", False):
         st.rerun()  # a "Show" click: the whole form must redraw
-    running = [i for i in tui.run_store().list_runs(dataset)
+    running = [i for i in ui.run_store().list_runs(dataset)
                if i.status == "running" and i.run_id != current]
     if tuple(i.run_id for i in running) != shown:
         st.rerun()  # one finished or started: refresh the tables too
@@ -381,7 +381,7 @@ def import_section(store, dataset: str) -> None:
 
 def render() -> None:
     dataset = ui.current_dataset()
-    store = tui.run_store()
+    store = ui.run_store()
     st.title(f"Models · {digitrec.dataset_info(dataset).title}")
     _init_form()
     _notice()

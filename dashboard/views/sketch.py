@@ -47,7 +47,7 @@ def _use_example() -> None:
 
 # --------------------------------------------------------------------------- pickers
 
-def pick_model() -> "sk.ModelRef | None":
+def pick_model() -> "ui.RunRef | None":
     """The model picker (complete MNIST runs, best first); None when there is none."""
     runs = sk.digit_runs()
     if not runs:
@@ -67,7 +67,7 @@ def pick_model() -> "sk.ModelRef | None":
                           format_func=lambda i: sk.run_label(by_id[i]),
                           help="Trained MNIST runs, best test accuracy first. Train more on "
                                "the Models page.")
-    return sk.ref_of(by_id[run_id])
+    return ui.ref_of(by_id[run_id])
 
 
 def waiting_example() -> int | None:
