@@ -48,7 +48,7 @@ LOCK_PROBE_PATIENCE = 2.0  # seconds to wait out readers' momentary shared locks
 # --- locks --------------------------------------------------------------------------------------
 
 @contextmanager
-def _held(path: Path):
+def held_lock(path: Path):
     """Hold an exclusive flock on `path` (blocking) for the body of a with-statement."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -384,7 +384,7 @@ def submit(store, config) -> Job:
         return Job(store, run_id, "cached")
     folder = store.path(run_id)
     _ensure_folder(folder)
-    with _held(folder / SUBMIT_LOCK):
+    with held_lock(folder / SUBMIT_LOCK):
         if store.get(config) is not None:  # finished while we waited for the lock
             return Job(store, run_id, "cached")
         fd = acquire_worker_lock(folder)
@@ -410,7 +410,7 @@ def train_now(store, config, listener=None):
     run_id = config.key()
     folder = store.path(run_id)
     _ensure_folder(folder)
-    with _held(folder / SUBMIT_LOCK):
+    with held_lock(folder / SUBMIT_LOCK):
         run = store.get(config)
         if run is not None:
             return run

@@ -33,7 +33,7 @@ import traceback
 from pathlib import Path
 
 from digitrec.datasets import atomic_write_bytes
-from digitrec.jobs import (CANCEL_FILE, LOG_FILE, SUBMIT_LOCK, _held, acquire_worker_lock,
+from digitrec.jobs import (CANCEL_FILE, LOG_FILE, SUBMIT_LOCK, held_lock, acquire_worker_lock,
                            read_job_file)
 from digitrec.tuning import (OBJECTIVE, PROJECT, TUNING_DIR, SearchCancelled, SearchConfig,
                              TuningError, read_config, search_dir, write_json)
@@ -250,7 +250,7 @@ def run_search(config: SearchConfig, store_root=None, listener=None,
         return load_result(folder, seconds=time.perf_counter() - started)
     if role == "worker":  # many workers share a search; the chief holds its lock
         return _execute(config, folder, listener, role, started)
-    with _held(folder / SUBMIT_LOCK):
+    with held_lock(folder / SUBMIT_LOCK):
         if search_status(folder)[0] == "complete":
             return load_result(folder, seconds=time.perf_counter() - started)
         fd = acquire_worker_lock(folder)
@@ -397,7 +397,7 @@ def submit_search(config: SearchConfig, store_root=None) -> SearchJob:
     _prepare_folder(folder, config)
     if search_status(folder)[0] == "complete":
         return SearchJob(config, folder, "cached")
-    with _held(folder / SUBMIT_LOCK):
+    with held_lock(folder / SUBMIT_LOCK):
         if search_status(folder)[0] == "complete":
             return SearchJob(config, folder, "cached")
         fd = acquire_worker_lock(folder)
