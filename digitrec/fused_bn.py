@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-__all__ = ["fused_batch_norm", "fusable_layers"]
+__all__ = ["fused_batch_norm", "use_fused_batch_norm", "fusable_layers"]
 
 _FUSED_CLASS = None  # built on first use: defining it needs keras (and so TensorFlow)
 
@@ -76,17 +76,29 @@ def fusable_layers(model) -> list:
     return found
 
 
-@contextmanager
-def fused_batch_norm(model):
-    """Run `model`'s eligible BatchNormalization layers fused for the duration of the block.
+def use_fused_batch_norm(model) -> list:
+    """Make `model`'s eligible BatchNormalization layers fused for good; returns them.
 
-    The layers get their class back on exit, also when the block raises (a cancelled fit).
+    For models that are only ever trained and checkpointed, never saved as a run (the tuner's
+    trials): Keras names a layer's slot in a weights file after its class, so a checkpoint must
+    be written and read back with the same class.
     """
     swapped = fusable_layers(model)
     if swapped:
         fused = _fused_class()
         for layer in swapped:
             layer.__class__ = fused
+    return swapped
+
+
+@contextmanager
+def fused_batch_norm(model):
+    """Run `model`'s eligible BatchNormalization layers fused for the duration of the block.
+
+    The layers get their class back on exit, also when the block raises (a cancelled fit), so
+    what is saved afterwards holds the standard layer. Save nothing inside the block.
+    """
+    swapped = use_fused_batch_norm(model)
     try:
         yield swapped
     finally:

@@ -32,7 +32,7 @@ from keras_tuner.src.engine import metrics_tracking
 
 from digitrec import models
 from digitrec.datasets import DATASETS, atomic_write_bytes
-from digitrec.fused_bn import fused_batch_norm
+from digitrec.fused_bn import use_fused_batch_norm
 from digitrec.tuning import (CURVE_KEYS, OBJECTIVE, PROJECT, SearchCancelled, SearchConfig,
                              TuningError, clean_values, declare_space, search_data)
 from digitrec.tuning_results import read_project
@@ -88,15 +88,14 @@ class SearchHyperModel(kt.HyperModel):
             for layer in model.layers:
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.momentum = self.bn_momentum
+        # Same maths as the standard layer, one kernel per batch norm: trials run faster. For
+        # good, not just during fit: Hyperband writes a checkpoint mid-fit and reads it back
+        # into a fresh build, and Keras keys the weights file by class name.
+        use_fused_batch_norm(model)
         model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                       jit_compile=_jit())
         return model
-
-    def fit(self, hp, model, *args, **kwargs):
-        # Same maths as the standard layer, one kernel per batch norm: trials run faster.
-        with fused_batch_norm(model):
-            return model.fit(*args, **kwargs)
 
 
 def _float(value) -> float | None:
