@@ -16,11 +16,16 @@ import plotly.express as px
 import streamlit as st
 
 import digitrec
+from dashboard.keras_state import keep_keras_state
 from digitrec import datasets
 from digitrec.models import FAMILIES
 from digitrec.runs import RunInfo, RunStore
 
 DEFAULT_DATASET = "mnist"  # ships inside the package, so it is always there
+
+# Every page imports this module: from the first script run on, Streamlit no longer resets
+# Keras (and runs a full garbage collection) after each run. See dashboard/keras_state.py.
+keep_keras_state()
 
 
 # --------------------------------------------------------------------------- dataset choice
