@@ -40,6 +40,12 @@ def test_streamlit_config_keeps_xsrf_on_and_bounds_uploads():
     assert server.get("enableCORS", True) is True
 
 
+def test_streamlit_config_skips_the_full_gc_after_every_run():
+    # A full gc.collect per script run cost the server most of its CPU under load.
+    with open(ROOT / ".streamlit" / "config.toml", "rb") as fh:
+        assert tomllib.load(fh)["runner"]["postScriptGC"] is False
+
+
 # --------------------------------------------------------------------------- HTML audit
 
 def _module_constants(tree: ast.Module) -> dict[str, str]:
