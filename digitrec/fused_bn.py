@@ -13,7 +13,9 @@ measured on this project's 2-core CPU the ``fast`` family trains in about 22% le
 
 Only the training step changes: inside the context each eligible BatchNormalization layer runs
 as `FusedBatchNormalization`, and afterwards it is the standard Keras layer again, so saved
-``.keras`` files hold nothing but standard layers and load anywhere, without digitrec.
+``.keras`` files hold nothing but standard layers and load anywhere, without digitrec. Models
+that are never saved as runs, only checkpointed (the tuner's trials), take the fused class for
+good with `use_fused_batch_norm`, because a weights file is keyed by class name.
 Moving statistics follow Keras exactly (biased batch variance, ``momentum``).
 
 Eligible: the TensorFlow backend, a 4-D channels-last input, no mask, not synchronised across
