@@ -20,6 +20,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from digitrec import models
+from digitrec.runs import OUTDATED_LABEL
 from dashboard import ui
 from digitrec.training import LR_SCHEDULES, OPTIMIZERS, ConfigError, TrainConfig, describe_device
 
@@ -216,7 +217,8 @@ def runs_table(infos) -> pd.DataFrame:
     rows = []
     for i in infos:
         c = i.config
-        rows.append({"status": i.status, "family": c.family if c else "?",
+        rows.append({"status": i.status + (f" ({OUTDATED_LABEL})" if i.outdated else ""),
+                     "family": c.family if c else "?",
                      "test accuracy": i.metrics.get("test_accuracy"),
                      "parameters": i.metrics.get("params"),
                      "epochs": c.epochs if c else None, "batch": c.batch_size if c else None,
@@ -234,10 +236,11 @@ def leaderboard(infos) -> pd.DataFrame:
     rows = [{"family": i.config.family, "test accuracy": i.metrics.get("test_accuracy"),
              "parameters": i.metrics.get("params"),
              "train time (s)": i.metrics.get("train_seconds"), "device": i.metrics.get("device"),
-             "epochs": i.config.epochs, "images": _images(i.config), "run id": i.run_id}
+             "epochs": i.config.epochs, "images": _images(i.config),
+             "built by": OUTDATED_LABEL if i.outdated else "today's digitrec", "run id": i.run_id}
             for i in infos if i.status == "complete" and i.config is not None]
     board = pd.DataFrame(rows, columns=["family", "test accuracy", "parameters", "train time (s)",
-                                        "device", "epochs", "images", "run id"])
+                                        "device", "epochs", "images", "built by", "run id"])
     return board.sort_values("test accuracy", ascending=False, kind="stable").reset_index(drop=True)
 
 

@@ -19,7 +19,7 @@ import digitrec
 from dashboard.keras_state import keep_keras_state
 from digitrec import datasets
 from digitrec.models import FAMILIES
-from digitrec.runs import RunInfo, RunStore
+from digitrec.runs import OUTDATED_LABEL, RunInfo, RunStore
 
 DEFAULT_DATASET = "mnist"  # ships inside the package, so it is always there
 
@@ -94,8 +94,9 @@ def run_label(info: RunInfo, age: bool = True) -> str:
     limit = f" · {config.train_limit:,} images" if config.train_limit else ""
     when = f" · {_age(info.created)}" if age else ""
     starter = " · shipped starter" if info.shipped else ""
+    older = f" · {OUTDATED_LABEL}" if info.outdated else ""
     return (f"{family} · {metrics.get('test_accuracy', 0):.2%} · {config.epochs} ep{limit}"
-            f"{when}{starter} · {info.run_id[:8]}")
+            f"{when}{starter}{older} · {info.run_id[:8]}")
 
 
 def _age(created: float) -> str:

@@ -22,9 +22,11 @@ import sys
 import time
 from datetime import datetime
 
+from digitrec import quiet
+
 # TensorFlow's C++ start-up lines (oneDNN notes, CUDA probes on a CPU box) would drown the
-# progress bars; its errors still show. An explicit setting in the environment wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# answer; its errors still show. TF_CPP_MIN_LOG_LEVEL=0 in the environment shows everything.
+quiet.install()
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -205,7 +207,7 @@ def cmd_train(args) -> int:
 def _info_dict(info) -> dict:
     progress = info.progress or {}
     return dict(run_id=info.run_id, status=info.status, reason=info.reason, shipped=info.shipped,
-                created=info.created, path=str(info.path),
+                outdated=info.outdated, created=info.created, path=str(info.path),
                 config=info.config.to_dict() if info.config is not None else None,
                 metrics=info.metrics,
                 progress={k: progress.get(k) for k in ("phase", "epoch", "epochs", "fraction",
@@ -228,7 +230,7 @@ def cmd_runs(args) -> int:
              "CREATED")]
     for i in infos:
         c, m = i.config, i.metrics
-        status = i.status + (" (shipped)" if i.shipped else "")
+        status = i.status + (" (shipped)" if i.shipped else "") + (" (older)" if i.outdated else "")
         if i.status == "running" and i.progress:
             status += f" {i.progress.get('fraction', 0):.0%}"
         rows.append((i.run_id, status, c.dataset if c else "?", c.family if c else "?",

@@ -44,6 +44,7 @@ RUN_FILES = ("config.json", "history.json", "model.keras", "test_probs.npy", "me
 # The metrics copied into RunInfo.metrics, enough for a leaderboard without loading anything.
 SUMMARY_KEYS = ("test_accuracy", "test_loss", "params", "train_seconds", "device", "epochs_run")
 RUN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+OUTDATED_LABEL = "built by an older digitrec"
 
 
 class RunError(ValueError):
@@ -64,6 +65,9 @@ class RunInfo:
         created: when the run was saved (unix seconds; for unfinished runs, when its job began).
         shipped: True for the read-only runs shipped in ``digitrec/starter``.
         progress: the job's job.json (see `Job.progress`) for unfinished runs, else None.
+        outdated: True for a complete run built by an older digitrec: the network it holds (or
+            its training recipe) differs from what today's code builds for its config. It still
+            loads and is listed, labelled OUTDATED_LABEL; it is never served as a cache hit.
     """
     run_id: str
     path: Path
@@ -74,6 +78,7 @@ class RunInfo:
     created: float = 0.0
     shipped: bool = False
     progress: dict | None = None
+    outdated: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,7 +87,8 @@ class Run:
 
     Attributes:
         run_id: the folder name; path: the folder; config: its TrainConfig; metrics: the full
-        metrics.json; history: per-epoch curves; shipped: True for read-only starter runs.
+        metrics.json; history: per-epoch curves; shipped: True for read-only starter runs;
+        outdated: built by an older digitrec (see RunInfo.outdated).
     """
     run_id: str
     path: Path
@@ -90,6 +96,7 @@ class Run:
     metrics: dict
     history: dict
     shipped: bool = False
+    outdated: bool = False
 
     def model(self, compile: bool = False):
         """Load the trained keras.Model (safe_mode=True: no arbitrary code runs).
@@ -160,7 +167,8 @@ class RunStore:
         key = config.key()
         for folder, shipped in self._places(key):
             info = inspect_run(folder, shipped)
-            if info.status == "complete" and info.config is not None and info.config.key() == key:
+            if (info.status == "complete" and not info.outdated and info.config is not None
+                    and info.config.key() == key):
                 try:
                     return _read_run(info)
                 except RunError:
@@ -328,10 +336,14 @@ def _inspect(folder: Path, shipped: bool) -> RunInfo:
         problem = config_problem or _missing_parts(folder, metrics)
         if problem:
             return RunInfo(**base, status="damaged", reason=problem)
+        outdated = built_by_older_code(config, metrics)
         note = ""
-        if config.key() != folder.name:
+        if outdated:
+            note = outdated
+        elif config.key() != folder.name:
             note = (f"the folder name differs from its config's key {config.key()}; rename the "
                     "folder to that key so the cache finds it")
+        base["outdated"] = bool(outdated)
         if isinstance(metrics.get("created"), (int, float)):
             base["created"] = metrics["created"]
         summary = {k: metrics[k] for k in SUMMARY_KEYS if k in metrics}
@@ -347,6 +359,28 @@ def _inspect(folder: Path, shipped: bool) -> RunInfo:
         return RunInfo(**base, status="damaged", reason=config_problem, progress=state or None)
     status, reason = jobs.ended_status(state, folder)
     return RunInfo(**base, status=status, reason=reason, progress=state or None)
+
+
+def built_by_older_code(config, metrics: dict) -> str:
+    """Why a complete run no longer matches what today's code trains for `config`, or "".
+
+    The run's metrics.json records the fingerprint of the network it holds and the recipe
+    version it was trained with (digitrec.training.train writes both). A run written before
+    fingerprints existed records neither and counts as older.
+    """
+    from digitrec.training import RECIPE_VERSION
+    stored = metrics.get("architecture")
+    if stored is None:
+        return (f"{OUTDATED_LABEL}: it predates architecture fingerprints, so it may hold a "
+                "different network than today's build of its configuration; train it again "
+                "for a current run")
+    if stored != config.architecture():
+        return (f"{OUTDATED_LABEL}: its network differs from what today's code builds for its "
+                "configuration; train it again for a current run")
+    if metrics.get("recipe_version") != RECIPE_VERSION:
+        return (f"{OUTDATED_LABEL}: trained with recipe version {metrics.get('recipe_version')}, "
+                f"today's is {RECIPE_VERSION}; train it again for a current run")
+    return ""
 
 
 def _read_config(folder: Path):
@@ -385,7 +419,7 @@ def _read_run(info: RunInfo) -> Run:
         raise RunError(f"run {info.run_id} is damaged: {e}; delete it and train it again") from None
     if not isinstance(history, dict):
         raise RunError(f"run {info.run_id} is damaged: history.json is not an object")
-    return Run(info.run_id, info.path, info.config, metrics, history, info.shipped)
+    return Run(info.run_id, info.path, info.config, metrics, history, info.shipped, info.outdated)
 
 
 def _run_folders(base: Path | None) -> list[Path]:

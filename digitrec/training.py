@@ -28,6 +28,7 @@ import numpy as np
 
 from digitrec import models
 from digitrec.datasets import DATASETS, load_dataset
+from digitrec.fingerprint import architecture_fingerprint, model_fingerprint
 from digitrec.fused_bn import fused_batch_norm
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -159,20 +160,37 @@ class TrainConfig:
         return cls(**{**data, "hparams": hp})
 
     def key(self) -> str:
-        """16 hex characters of the SHA-256 of the canonical JSON of `to_dict()`.
+        """The run id: 16 hex characters of the SHA-256 of what decides the run's contents.
 
-        Fields added after runs were first stored enter the hash only when they differ from
-        their default, so every earlier run (the shipped starter too) keeps its id.
+        It covers (see docs/api.md, "What a run id covers"):
+          - every field of `to_dict()` (fields added after runs were first stored enter only
+            when they differ from their default, so adding a field keeps earlier ids);
+          - `architecture()`: the fingerprint of the network today's code builds for this
+            configuration, so a changed family builder gives new ids, never a false cache hit;
+          - RECIPE_VERSION: bumped when the training code changes results for the same
+            configuration and architecture (loss, augmentation pipeline, data order...).
         """
         data = self.to_dict()
         for name, default in _LATER_FIELDS.items():
             if data[name] == default:
                 del data[name]
+        data["architecture"] = self.architecture()
+        data["recipe_version"] = RECIPE_VERSION
         text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
+    def architecture(self) -> str:
+        """The fingerprint of the model today's code builds for this configuration (cached)."""
+        num_classes = len(DATASETS[self.dataset].class_names)
+        return architecture_fingerprint(self.family, INPUT_SHAPE, num_classes, self.hparams)
+
 
 _LATER_FIELDS = {"validate_on_test": False}  # name -> default: see TrainConfig.key
+# Bump when a change to the training code (loss, augmentation, schedule, data order, ...) changes
+# what the same configuration trains into: every run id changes with it, and runs stored before
+# are labelled "built by an older digitrec" instead of being served as cache hits.
+RECIPE_VERSION = 1
+INPUT_SHAPE = (28, 28, 1)  # every dataset in DATASETS: 28x28 greyscale
 
 
 def _plain(value):
@@ -489,5 +507,8 @@ def train(config: TrainConfig, listener: TrainListener | None = None) -> TrainRe
     metrics.update(train_seconds=round(train_seconds, 3),
                    train_cpu_seconds=round(train_cpu_seconds, 3), device=device,
                    params=int(model.count_params()), versions=_versions(),
-                   epochs_run=len(history.get("loss", [])))
+                   epochs_run=len(history.get("loss", [])),
+                   # What was actually built: the store compares it with today's build to label
+                   # runs made by older code (RunInfo.outdated).
+                   architecture=model_fingerprint(model), recipe_version=RECIPE_VERSION)
     return TrainResult(model=model, history=history, metrics=metrics, test_probabilities=probs)

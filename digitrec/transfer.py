@@ -32,6 +32,7 @@ cancelled, damaged) with that id is replaced; one being trained right now is not
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -47,7 +48,7 @@ import numpy as np
 
 from digitrec import jobs
 from digitrec.datasets import atomic_write_bytes
-from digitrec.runs import RUN_FILES, Run, RunError, RunStore, inspect_run
+from digitrec.runs import RUN_FILES, RUN_ID_RE, Run, RunError, RunStore, inspect_run
 
 MAX_ARCHIVE_BYTES = 50_000_000  # the zip as uploaded; the dashboard's own limit is lower
 MAX_ENTRIES = 16                 # five files, a README, a folder entry: plenty
@@ -187,8 +188,8 @@ def import_run(store: RunStore, source) -> Run:
 def import_archive(store: RunStore, source) -> Imported:
     """`import_run`, also telling whether the run was new. See the module docstring."""
     files = read_archive(source)
-    config = check_run_files(files)
-    return _install(store, config, files)
+    config, run_id = check_run_files(files)
+    return _install(store, config, files, run_id)
 
 
 def read_archive(source) -> dict[str, bytes]:
@@ -222,7 +223,13 @@ def read_archive(source) -> dict[str, bytes]:
 
 
 def check_run_files(files: dict[str, bytes]):
-    """Validate the contents of a run's files; return its TrainConfig. Raises TransferError."""
+    """Validate the contents of a run's files. Raises TransferError.
+
+    Returns (TrainConfig, run_id): the id is ``config.key()`` when the archive's model is what
+    today's code builds for that config (and its recipe is today's); a run built by an older
+    digitrec keeps the id it was exported under, so it is listed as older and never becomes
+    a cache hit for today's configuration.
+    """
     from digitrec.datasets import dataset_info
     from digitrec.training import TrainConfig
     try:
@@ -248,16 +255,33 @@ def check_run_files(files: dict[str, bytes]):
                             + _EXPORT_HINT)
     classes = len(dataset_info(config.dataset).class_names)
     _check_probabilities(files["test_probs.npy"], classes, config.dataset)
-    check_model(files["model.keras"], classes)
-    return config
+    model = check_model(files["model.keras"], classes)
+    return config, _archive_run_id(config, metrics, model)
 
 
-def check_model(data: bytes, num_classes: int = 10) -> None:
+def _archive_run_id(config, metrics: dict, model) -> str:
+    """Today's key for a current run; the exported id (or a hash of it) for an older one."""
+    from digitrec.fingerprint import model_fingerprint
+    from digitrec.training import RECIPE_VERSION
+    key = config.key()
+    if (model_fingerprint(model) == config.architecture()
+            and metrics.get("architecture") == config.architecture()
+            and metrics.get("recipe_version") == RECIPE_VERSION):
+        return key
+    exported = metrics.get("run_id")
+    if isinstance(exported, str) and RUN_ID_RE.match(exported) and exported != key:
+        return exported
+    # An older run exported without its id: a stable id of its own, never today's key.
+    return hashlib.sha256(f"older:{key}".encode()).hexdigest()[:16]
+
+
+def check_model(data: bytes, num_classes: int = 10):
     """Refuse a model.keras that is not a plain, safe Keras 3 archive of a digit classifier.
 
     Args:
         data: the file's bytes.
         num_classes: outputs the model must have.
+    Returns the loaded keras.Model.
     Raises:
         TransferError: HDF5, pickle or other non-.keras content; unexpected or oversized
             members; Lambda layers, Python functions or non-Keras classes; a failed
@@ -296,6 +320,7 @@ def check_model(data: bytes, num_classes: int = 10) -> None:
                             "runs trained with digitrec.")
     model = _load_safely(data)
     _check_shapes(model, num_classes)
+    return model
 
 
 def unsafe_objects(config) -> str:
@@ -416,10 +441,9 @@ def _test_size(dataset: str) -> int | None:
 
 # --------------------------------------------------------------------------- writing
 
-def _install(store: RunStore, config, files: dict[str, bytes]) -> Imported:
-    """Write the validated files as run `config.key()`: temp folder in the store, then rename."""
-    run_id = config.key()
-    existing = store.get(config)
+def _install(store: RunStore, config, files: dict[str, bytes], run_id: str) -> Imported:
+    """Write the validated files as run `run_id`: temp folder in the store, then rename."""
+    existing = store.get(config) if run_id == config.key() else None
     if existing is not None:
         return Imported(existing, created=False)
     target = store.path(run_id)
