@@ -5,18 +5,20 @@
 Each page lives in `dashboard/views/<page>.py` with its body in a function; to add a page, add
 one line to PAGES.
 """
-import os
 import sys
 from pathlib import Path
-
-# TensorFlow's C++ start-up notes would fill the server's terminal; errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HERE = Path(__file__).resolve().parent
 # `streamlit run` puts only dashboard/ on sys.path; pages import `dashboard.ui` and `digitrec`
 # from the repository root, installed or not.
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
+
+from digitrec import quiet  # noqa: E402
+
+# TensorFlow's C++ start-up lines (CUDA probes on a CPU box) would fill the server's terminal
+# when a page first imports it; errors still show. Idempotent across reruns.
+quiet.install()
 
 import streamlit as st  # noqa: E402
 
