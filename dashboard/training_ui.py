@@ -304,6 +304,14 @@ def duration(seconds: float | None) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def remaining_text(p: dict) -> str:
+    """The job's "Remaining (estimate)": digitrec.eta gives none until warm-up batches are
+    measured, so a training job says "estimating…" then, not minutes from its first batch."""
+    if p.get("eta") is not None:
+        return duration(p["eta"])
+    return "estimating…" if p.get("phase") == "training" else "…"
+
+
 def progress_text(p: dict) -> str:
     """One line saying what a job (Job.progress()) is doing."""
     phase = p.get("phase")

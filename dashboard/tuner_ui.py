@@ -215,7 +215,7 @@ def live_run(run_id: str, prefix: str) -> None:
     c = st.columns(3)
     started = p.get("started") or time.time()
     c[0].metric("Elapsed", training_ui.duration(time.time() - started))
-    c[1].metric("Remaining (estimate)", training_ui.duration(p.get("eta")))
+    c[1].metric("Remaining (estimate)", training_ui.remaining_text(p))
     c[2].metric("Accuracy (this epoch)",
                 f"{p['logs']['accuracy']:.4f}" if "accuracy" in p["logs"] else "…")
     st.plotly_chart(training_ui.curves_figure(p["history"], p.get("epochs") or 1),

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from digitrec.datasets import atomic_write_bytes
+from digitrec.eta import EtaTracker
 
 JOB_FILE = "job.json"
 SUBMIT_LOCK = ".submit.lock"
@@ -154,7 +155,7 @@ class ProgressWriter:
                           epochs=config.epochs, batch=0, batches=None, fraction=0.0, logs={},
                           history={}, elapsed=0.0, eta=None, info={}, error=None)
         self._last_write = 0.0
-        self._fit_start: float | None = None
+        self._eta: EtaTracker | None = None
         self.write()
 
     def write(self, force: bool = True) -> None:
@@ -171,7 +172,6 @@ class ProgressWriter:
         return method(*args) if method else None
 
     def on_train_begin(self, info: dict) -> None:
-        self._fit_start = time.time()
         self.state.update(phase="training", batches=info.get("steps_per_epoch"),
                           epochs=info.get("epochs", self.state["epochs"]),
                           info={k: v for k, v in info.items() if isinstance(v, (str, int, float))})
@@ -186,8 +186,10 @@ class ProgressWriter:
             done = epoch * batches + batch + 1
             total = batches * epochs
             self.state["fraction"] = round(min(done / total, 1.0), 4)
-            spent = time.time() - (self._fit_start or time.time())
-            self.state["eta"] = round(spent / done * (total - done), 1)
+            if self._eta is None or self._eta.total != total:
+                self._eta = EtaTracker(total)
+            eta = self._eta.update(done, time.monotonic())  # None until warm-up is measured
+            self.state["eta"] = None if eta is None else round(eta, 1)
         self.write(force=False)
         self._forward("on_batch_end", epoch, batch, logs)
 

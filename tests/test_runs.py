@@ -339,7 +339,8 @@ def test_job_state_written_by_the_progress_writer(tmp_path):
     writer.on_batch_end(0, 4, {"loss": 1.0, "accuracy": 0.5})
     state = json.loads((tmp_path / jobs.JOB_FILE).read_text())
     assert (state["epoch"], state["batch"], state["batches"], state["fraction"]) == (1, 5, 10, 0.25)
-    assert state["status"] == "running" and state["eta"] is not None
+    assert state["status"] == "running"
+    assert state["eta"] is None  # five batches in no time: still warming up (digitrec.eta)
     writer.on_epoch_end(0, {"loss": 0.9, "accuracy": 0.6})
     assert not writer.should_stop()
     (tmp_path / jobs.CANCEL_FILE).touch()

@@ -227,7 +227,7 @@ def live_job(run_id: str) -> None:
             del trace[:-MAX_TRACE]
     c = st.columns(4)
     c[0].metric("Elapsed", tui.duration(time.time() - p.get("started", time.time())))
-    c[1].metric("Remaining (estimate)", tui.duration(p.get("eta")))
+    c[1].metric("Remaining (estimate)", tui.remaining_text(p))
     c[2].metric("Loss (this epoch)", f"{p['logs']['loss']:.4f}" if "loss" in p["logs"] else "…")
     c[3].metric("Accuracy (this epoch)",
                 f"{p['logs']['accuracy']:.4f}" if "accuracy" in p["logs"] else "…")
