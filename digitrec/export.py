@@ -43,7 +43,6 @@ TensorFlow, onnxruntime and LiteRT are imported on first use, so importing this 
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
@@ -244,6 +243,7 @@ def test_inputs(dataset: str, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
 
 def _convert_file(run, model, fmt, data_dir, min_agreement):
     """(bytes, Verification, input names, output names) of a verified tflite / onnx model."""
+    test = test_inputs(run.config.dataset, data_dir)  # before converting: fail fast
     with tempfile.TemporaryDirectory(prefix="digitrec-export-") as tmp:
         if fmt == "tflite":
             data = _to_tflite(model, Path(tmp))
@@ -251,7 +251,7 @@ def _convert_file(run, model, fmt, data_dir, min_agreement):
         else:
             data = _to_onnx(model, Path(tmp))
             predict, inputs, outputs = _onnx_predictor(data)
-    verification = _verify(run, model, predict, fmt, data_dir, min_agreement)
+    verification = _verify(run, model, predict, fmt, test, min_agreement)
     return data, verification, inputs, outputs
 
 
@@ -281,13 +281,13 @@ def _to_onnx(model, tmp: Path) -> bytes:
     tf2onnx_log = logging.getLogger("tf2onnx")
     level = tf2onnx_log.level
     tf2onnx_log.setLevel(logging.CRITICAL)  # its unsupported-op errors are reported below
+    # Keras' numpy-2 patch of tf2onnx probes np.object, which warns once per process.
+    warnings.filterwarnings("ignore", message=r".*np\.object.*", category=FutureWarning)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")  # Keras' numpy-2 patch of tf2onnx warns
-            # An explicit signature: a freshly loaded model has never been called, which
-            # Keras' exporter otherwise refuses.
-            model.export(str(path), format="onnx", verbose=False,
-                         input_signature=_input_signature(model))
+        # An explicit signature: a freshly loaded model has never been called, which Keras'
+        # exporter otherwise refuses.
+        model.export(str(path), format="onnx", verbose=False,
+                     input_signature=_input_signature(model))
     except Exception as e:  # noqa: BLE001 - converter failures are explained, not dumped
         raise ExportError(_unsupported_message(model, "ONNX", str(e))) from None
     finally:
@@ -306,8 +306,7 @@ def _to_onnx(model, tmp: Path) -> bytes:
 def _export_savedmodel(model, folder: Path) -> None:
     """model.export(format="tf_saved_model"): tag 'serve', signature 'serving_default'."""
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            model.export(str(folder), format="tf_saved_model", verbose=False)
+        model.export(str(folder), format="tf_saved_model", verbose=False)
     except Exception as e:  # noqa: BLE001
         raise ExportError(_unsupported_message(model, "SavedModel", str(e))) from None
 
@@ -317,6 +316,7 @@ def _write_savedmodel(run, model, dest: Path, start, data_dir, min_agreement) ->
     if dest.exists() and not (dest / SERVING_VERSION / "saved_model.pb").is_file():
         raise ExportError(f"{dest} exists and is not a SavedModel export; choose another "
                           "place (-o FOLDER) or remove it")
+    test = test_inputs(run.config.dataset, data_dir)  # before converting: fail fast
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
@@ -327,7 +327,7 @@ def _write_savedmodel(run, model, dest: Path, start, data_dir, min_agreement) ->
     try:
         _export_savedmodel(model, tmp / SERVING_VERSION)
         predict, inputs, outputs = _savedmodel_predictor(tmp / SERVING_VERSION)
-        verification = _verify(run, model, predict, "savedmodel", data_dir, min_agreement)
+        verification = _verify(run, model, predict, "savedmodel", test, min_agreement)
         size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
         _replace_folder(tmp, dest)
     except OSError as e:
@@ -417,10 +417,11 @@ def _savedmodel_predictor(folder: Path):
 
 # --------------------------------------------------------------------------- verification
 
-def _verify(run, model, predict, fmt, data_dir, min_agreement) -> Verification:
-    """Both models on the whole test split; ExportError below `min_agreement`."""
+def _verify(run, model, predict, fmt, test, min_agreement) -> Verification:
+    """Both models on the whole test split `test` (images, labels); ExportError below
+    `min_agreement`."""
     start = time.perf_counter()
-    x, labels = test_inputs(run.config.dataset, data_dir)
+    x, labels = test
     keras_probs = _batched(lambda b: model(b, training=False), x)
     exported = _batched(predict, x)
     if exported.shape != keras_probs.shape:
@@ -436,8 +437,9 @@ def _verify(run, model, predict, fmt, data_dir, min_agreement) -> Verification:
     if not np.isfinite(exported).all() or not result.passed:
         raise ExportError(
             f"the {fmt} export of run {run.run_id} does not match the Keras model: "
-            f"{result.summary()}. Nothing was written; export as zip or savedmodel instead, "
-            "or report this as a bug with the run attached")
+            f"{result.summary()}. Nothing was written; export as "
+            f"{'zip' if fmt == 'savedmodel' else 'zip or savedmodel'} instead, or report this "
+            "as a bug with the run attached")
     return result
 
 
