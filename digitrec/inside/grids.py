@@ -22,6 +22,7 @@ _BLUE = np.array([0.23, 0.30, 0.75], np.float32)
 _RED = np.array([0.71, 0.02, 0.15], np.float32)
 _WHITE = np.ones(3, np.float32)
 GAP_RGB = (128, 128, 128)   # the lines between tiles: grey, distinct from both ends of both maps
+_GAP_CODE = 256             # colour code of a gap pixel in tile_maps (0..255 are the scale)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,13 @@ def colour_scale(activation, kind: str = "", percentile: float = 100.0) -> Colou
                        f"Values in {what} are never negative, so black is 0 (nothing found) "
                        f"and white is {magnitude:.3g}, {top}, the same for every map: a dim "
                        "map is a feature that is weak in this image.")
+
+
+def _palette(scale: ColourScale) -> np.ndarray:
+    """uint8 [257, 3]: the scale's 256 colours from low to high, then the gap's grey."""
+    return np.concatenate([scale.to_rgb(scale.low + (scale.high - scale.low)
+                                        * np.arange(256) / 255),
+                           np.array([GAP_RGB], np.uint8)])
 
 
 def page_count(n_channels: int, per_page: int = 16) -> int:
@@ -178,12 +186,13 @@ def tile_maps(activation, channels, scale: ColourScale, columns: int | None = No
     zoom = int(zoom) if zoom else max(1, round(56 / max(h, w)))
     columns = int(columns) if columns else math.ceil(math.sqrt(len(channels)))
     rows = math.ceil(len(channels) / columns)
-    th, tw = h * zoom, w * zoom
-    out = np.empty((rows * th + (rows - 1) * gap, columns * tw + (columns - 1) * gap, 3), np.uint8)
-    out[:] = GAP_RGB
-    maps = scale.to_rgb(a[:, :, list(channels)])            # [h, w, n, 3]
-    maps = np.repeat(np.repeat(maps, zoom, axis=0), zoom, axis=1)
-    for i in range(len(channels)):
-        top, left = (i // columns) * (th + gap), (i % columns) * (tw + gap)
-        out[top:top + th, left:left + tw] = maps[:, :, i]
+    # Work in 1-byte colour codes (0..255 along the scale, 256 = gap) and colour at the end:
+    # zooming, padding and laying out tiles then move bytes, not RGB floats.
+    codes = np.full((h, w, rows * columns), _GAP_CODE, np.uint16)
+    codes[:, :, :len(channels)] = np.rint(scale.normalise(a[:, :, list(channels)]) * 255)
+    codes = codes.repeat(zoom, axis=0).repeat(zoom, axis=1)
+    codes = np.pad(codes, ((0, gap), (0, gap), (0, 0)), constant_values=_GAP_CODE)
+    th, tw = h * zoom + gap, w * zoom + gap
+    grid = codes.reshape(th, tw, rows, columns).transpose(2, 0, 3, 1).reshape(rows * th, columns * tw)
+    out = np.take(_palette(scale), grid[:rows * th - gap, :columns * tw - gap], axis=0)
     return Tiled(out, channels, columns, (h, w), zoom, gap)

@@ -143,6 +143,7 @@ class Inspector:
     Attributes:
         model: the Keras model (not to be trained or mutated afterwards).
         layers: list[LayerInfo], one per layer in graph order.
+        multi_output: the keras.Model from the image to every layer's output (untraced).
     """
 
     def __init__(self, model):
@@ -162,7 +163,7 @@ class Inspector:
             self._keras_layers.append(layer)
             self._outputs.append(out)
         self._by_name = {info.name: info.index for info in self.layers}
-        multi = keras.Model(self._input, self._outputs)
+        self.multi_output = multi = keras.Model(self._input, self._outputs)
 
         def forward(images):
             # float32 out even for a mixed-precision model (float16 maps)
