@@ -74,6 +74,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import keras
+
     from digitrec import inside
     from digitrec.datasets import load_dataset
     from digitrec.models import build_model

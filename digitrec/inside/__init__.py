@@ -15,23 +15,49 @@ No Streamlit here: the Inside page lays out what these return. Modules: ``layers
 multi-output model), ``lessons`` (the words), ``grids`` (colour scales, tiles), ``arithmetic``,
 ``weights``, ``top`` (top-activating images, on disk), ``curves`` (pure NumPy).
 """
-from digitrec.inside.arithmetic import PixelArithmetic, Step, conv_layers, pixel_arithmetic
-from digitrec.inside.curves import (CURVE_NOTES, SoftmaxSweep, activation_curves,
-                                    logits_from_probabilities, softmax, softmax_sweep)
-from digitrec.inside.grids import (ColourScale, Tiled, colour_scale, page_channels, page_count,
-                                   strongest_channels, tile_maps)
-from digitrec.inside.layers import (Activations, Inspector, InsideError, LayerInfo, LayerOutput,
-                                    as_image, inspector_for, layer_outputs)
+from digitrec.inside.arithmetic import PixelArithmetic, Step, chain_end, conv_layers, pixel_arithmetic
+from digitrec.inside.curves import (
+    CURVE_NOTES,
+    SoftmaxSweep,
+    activation_curves,
+    logits_from_probabilities,
+    softmax,
+    softmax_sweep,
+)
+from digitrec.inside.grids import (
+    ColourScale,
+    Tiled,
+    colour_scale,
+    page_channels,
+    page_count,
+    strongest_channels,
+    tile_maps,
+)
+from digitrec.inside.layers import (
+    Activations,
+    InsideError,
+    Inspector,
+    LayerInfo,
+    LayerOutput,
+    as_image,
+    inspector_for,
+    layer_outputs,
+)
 from digitrec.inside.lessons import KINDS, LESSONS, kind_of, shape_change, shape_text
-from digitrec.inside.top import (TopActivating, cached_top_activating, channel_peaks,
-                                 top_activating, top_cache_path)
+from digitrec.inside.top import (
+    TopActivating,
+    cached_top_activating,
+    channel_peaks,
+    top_activating,
+    top_cache_path,
+)
 from digitrec.inside.weights import KernelImages, Templates, conv_kernels, correlations, dense_templates
 
 __all__ = [
     "Activations", "ColourScale", "CURVE_NOTES", "Inspector", "InsideError", "KernelImages",
     "KINDS", "LayerInfo", "LayerOutput", "LESSONS", "PixelArithmetic", "SoftmaxSweep", "Step",
     "Templates", "Tiled", "TopActivating", "activation_curves", "as_image",
-    "cached_top_activating", "channel_peaks", "colour_scale", "conv_kernels", "conv_layers",
+    "cached_top_activating", "chain_end", "channel_peaks", "colour_scale", "conv_kernels", "conv_layers",
     "correlations", "dense_templates", "inspector_for", "kind_of", "layer_outputs",
     "logits_from_probabilities", "page_channels", "page_count", "pixel_arithmetic",
     "shape_change", "shape_text", "softmax", "softmax_sweep", "strongest_channels", "tile_maps",

@@ -122,7 +122,8 @@ def _relu_layer(layer, x: float) -> float:
         y = x
     else:
         y = float(layer.negative_slope) * (x - threshold)
-    return min(y, float(layer.max_value)) if layer.max_value is not None else y
+    y = min(y, float(layer.max_value)) if layer.max_value is not None else y
+    return y + 0.0   # -0.0 (a negative zero passed through) prints as 0
 
 
 def _bn_step(layer, name: str, channel: int, x: float) -> tuple[float, dict, str]:
@@ -156,8 +157,9 @@ def pixel_arithmetic(acts: Activations, layer: str, channel: int, row: int, col:
     index = inspector.index_of(layer)
     conv, info = inspector.keras_layer(layer), inspector.layers[index]
     if not isinstance(conv, keras.layers.Conv2D) or type(conv).__name__ != "Conv2D":
+        names = ", ".join(conv_layers(inspector)) or "none in this model"
         raise InsideError(f"{layer} is a {info.cls}, not a Conv2D: pick a convolution layer "
-                          f"({', '.join(i.name for i in inspector.layers if i.cls == 'Conv2D') or 'none in this model'})")
+                          f"({names})")
     if _pair(conv.dilation_rate) != (1, 1) or conv.groups != 1:
         raise InsideError(f"{layer} uses dilation or groups, which this page does not write out")
     out_h, out_w, n_out = info.output_shape
@@ -211,6 +213,22 @@ def pixel_arithmetic(acts: Activations, layer: str, channel: int, row: int, col:
 
 def _model_value(acts: Activations, name: str, row: int, col: int, channel: int) -> float:
     return float(acts.layer(name).activation[row, col, channel])
+
+
+def chain_end(acts_or_inspector, layer: str) -> str:
+    """The last batch-norm / relu layer right after ``layer`` (or ``layer`` itself).
+
+    The map a classroom should look at for a convolution's channel: for the ``fast`` family,
+    ``stem_conv`` -> ``stem_relu``; where the conv has its relu inside and nothing follows, the
+    conv itself. ``pixel_arithmetic(...).shown_in`` is the same layer.
+    """
+    inspector = getattr(acts_or_inspector, "inspector", acts_or_inspector)
+    end = inspector.index_of(layer)
+    for info in inspector.layers[end + 1:]:
+        if info.source != end or info.kind not in ("bn", "relu"):
+            break
+        end = info.index
+    return inspector.layers[end].name
 
 
 def conv_layers(acts_or_inspector) -> list[str]:

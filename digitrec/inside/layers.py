@@ -90,7 +90,7 @@ class Activations:
     image: np.ndarray
     layers: tuple
     probabilities: np.ndarray
-    inspector: "Inspector"
+    inspector: Inspector
 
     def layer(self, name: str) -> LayerOutput:
         """The output of the layer called ``name`` (InsideError listing the names otherwise)."""
@@ -190,7 +190,7 @@ class Inspector:
         """Every layer's output for one image (see ``layer_outputs``)."""
         x = as_image(image)
         outs = self._concrete(tf.constant(x[None, :, :, None]))
-        layers = tuple(LayerOutput(info, o.numpy()[0]) for info, o in zip(self.layers, outs))
+        layers = tuple(LayerOutput(info, o.numpy()[0]) for info, o in zip(self.layers, outs, strict=True))
         return Activations(image=x, layers=layers, probabilities=layers[-1].activation,
                            inspector=self)
 
@@ -203,7 +203,7 @@ class Inspector:
             return self._submodels[i]
 
 
-_INSPECTORS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_INSPECTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
