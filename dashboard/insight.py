@@ -110,7 +110,7 @@ def model(ref: ui.RunRef):
 def error_table(ref: ui.RunRef, labels: np.ndarray, include_correct: bool,
                 true_class: int | None, pred_class: int | None) -> pd.DataFrame:
     """`digitrec.evaluation.errors` of the run, filtered (see there for the columns)."""
-    return evaluation.errors(test_probabilities(ref), labels, include_correct=include_correct,
+    return evaluation.errors(labels, test_probabilities(ref), include_correct=include_correct,
                              true_class=true_class, pred_class=pred_class)
 
 
@@ -118,7 +118,7 @@ def error_table(ref: ui.RunRef, labels: np.ndarray, include_correct: bool,
 def comparison(ref_a: ui.RunRef, ref_b: ui.RunRef, labels: np.ndarray, name_a: str,
                name_b: str) -> evaluation.Comparison:
     """`digitrec.evaluation.compare_runs` of two runs on the same test digits."""
-    return evaluation.compare_runs(test_probabilities(ref_a), test_probabilities(ref_b), labels,
+    return evaluation.compare_runs(labels, test_probabilities(ref_a), test_probabilities(ref_b),
                                    name_a=name_a, name_b=name_b)
 
 

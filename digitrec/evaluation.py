@@ -4,9 +4,11 @@
     probs = run.test_probabilities()                  # float32 [N,10], stored with the run
     cm = confusion_matrix(labels, probs.argmax(1))    # rows true, columns predicted
     table = per_class_metrics(labels, probs)          # precision / recall / F1 per class
-    worst = errors(probs, labels)                     # most confident mistakes first
-    diff = compare_runs(probs_mlp, probs_cnn, labels) # what B fixes and breaks, + McNemar
+    worst = errors(labels, probs)                     # most confident mistakes first
+    diff = compare_runs(labels, probs_mlp, probs_cnn) # what B fixes and breaks, + McNemar
     print(diff.verdict)
+
+Every function takes the true labels first, then the predictions: ``(labels, probs, ...)``.
 
 Everything here is vectorised numpy over stored predictions: no model is called, so the
 dashboard can recompute it on every rerun. Explanations that need the model live in
@@ -35,7 +37,8 @@ class EvaluationError(ValueError):
 def _labels(labels, num_classes: int | None = None, what: str = "labels") -> np.ndarray:
     y = np.asarray(labels)
     if y.ndim != 1:
-        raise EvaluationError(f"{what} must be a 1-D array of class indices, got shape {y.shape}.")
+        raise EvaluationError(f"{what} must be a 1-D array of class indices, got shape {y.shape} "
+                              "(evaluation functions take labels first: f(labels, probs, ...)).")
     y = y.astype(np.int64)
     if y.size and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
         raise EvaluationError(
@@ -116,13 +119,13 @@ def per_class_metrics(labels, probs, class_names=None) -> pd.DataFrame:
     return table
 
 
-def errors(probs, labels, include_correct: bool = False, true_class: int | None = None,
+def errors(labels, probs, include_correct: bool = False, true_class: int | None = None,
            pred_class: int | None = None) -> pd.DataFrame:
     """The test examples a run got wrong, most confident mistakes first.
 
     Args:
-        probs: float [N, classes], the run's test-set probabilities.
         labels: int [N], the true classes.
+        probs: float [N, classes], the run's test-set probabilities.
         include_correct: bool, also list the examples it got right (default False). They come
             after all the mistakes, least confident first (the close calls are the interesting ones).
         true_class: int or None, keep only examples of this true class.
@@ -244,15 +247,15 @@ def format_p(p: float) -> str:
     return "p<0.0001" if p < 1e-4 else f"p={p:.2g}"
 
 
-def compare_runs(probs_a, probs_b, labels, name_a: str = "A", name_b: str = "B",
+def compare_runs(labels, probs_a, probs_b, name_a: str = "A", name_b: str = "B",
                  alpha: float = 0.05, exact: bool | None = None) -> Comparison:
     """Which test digits run B fixes and which it breaks relative to run A, and whether the
     accuracy difference is more than chance (McNemar's test).
 
     Args:
+        labels: int [N], the true classes.
         probs_a: probabilities [N, classes] (or predicted classes [N]) of run A, the baseline.
         probs_b: the same for run B, on the same test examples in the same order.
-        labels: int [N], the true classes.
         name_a, name_b: str, how the verdict names the runs (default "A", "B").
         alpha: float, significance level for the verdict (default 0.05).
         exact: bool or None, force the exact or chi-square McNemar test (default: by count).

@@ -61,7 +61,7 @@ def test_per_class_metrics_never_predicted_class_is_zero_not_nan():
 
 
 def test_errors_most_confident_mistake_first():
-    table = errors(PROBS, LABELS)
+    table = errors(LABELS, PROBS)
     assert list(table.index) == [6, 9, 3]          # confidences .9, .75, .6
     assert table.index.name == "index"
     row = table.loc[6]
@@ -74,15 +74,15 @@ def test_errors_most_confident_mistake_first():
 
 
 def test_errors_filters():
-    assert list(errors(PROBS, LABELS, true_class=1).index) == [6]
-    assert list(errors(PROBS, LABELS, pred_class=0).index) == [9]
-    assert list(errors(PROBS, LABELS, true_class=0, pred_class=2).index) == []
+    assert list(errors(LABELS, PROBS, true_class=1).index) == [6]
+    assert list(errors(LABELS, PROBS, pred_class=0).index) == [9]
+    assert list(errors(LABELS, PROBS, true_class=0, pred_class=2).index) == []
     # A diagonal cell: the correct 2s, least confident first.
-    assert list(errors(PROBS, LABELS, include_correct=True, true_class=2, pred_class=2).index) == [7, 8]
+    assert list(errors(LABELS, PROBS, include_correct=True, true_class=2, pred_class=2).index) == [7, 8]
 
 
 def test_errors_include_correct_puts_mistakes_first():
-    table = errors(PROBS, LABELS, include_correct=True)
+    table = errors(LABELS, PROBS, include_correct=True)
     assert len(table) == 10
     assert list(table.index[:3]) == [6, 9, 3]
     assert table["correct"].tolist() == [False] * 3 + [True] * 7
@@ -91,16 +91,23 @@ def test_errors_include_correct_puts_mistakes_first():
 
 def test_errors_ties_keep_test_order():
     probs = make_probs(np.array([1, 1, 1]), [.7, .7, .7], [0, 0, 0])
-    assert list(errors(probs, np.array([0, 0, 0])).index) == [0, 1, 2]
+    assert list(errors(np.array([0, 0, 0]), probs).index) == [0, 1, 2]
 
 
 def test_errors_rejects_mismatched_inputs():
     with pytest.raises(EvaluationError, match="labels"):
-        errors(PROBS, LABELS[:-1])
+        errors(LABELS[:-1], PROBS)
     with pytest.raises(EvaluationError, match="not a class"):
-        errors(PROBS, LABELS, true_class=7)
+        errors(LABELS, PROBS, true_class=7)
     with pytest.raises(ValueError):   # EvaluationError is a ValueError
         confusion_matrix(LABELS, PREDS[:5])
+
+
+def test_arguments_in_the_old_order_are_refused_with_the_right_order():
+    with pytest.raises(EvaluationError, match=r"labels first: f\(labels, probs"):
+        errors(PROBS, LABELS)
+    with pytest.raises(EvaluationError, match="labels first"):
+        compare_runs(PROBS, PROBS, LABELS)
 
 
 def test_most_confused_pairs():
@@ -125,7 +132,7 @@ def test_compare_runs_counts_by_hand():
     labels = np.arange(40) % 10
     a = _preds_wrong_on(labels, np.arange(0, 12))      # A wrong on 0..11
     b = _preds_wrong_on(labels, np.arange(10, 15))     # B wrong on 10..14
-    cmp = compare_runs(np.eye(10, dtype=np.float32)[a], np.eye(10, dtype=np.float32)[b], labels)
+    cmp = compare_runs(labels, np.eye(10, dtype=np.float32)[a], np.eye(10, dtype=np.float32)[b])
     assert isinstance(cmp, Comparison)
     np.testing.assert_array_equal(cmp.fixed, np.arange(10))
     np.testing.assert_array_equal(cmp.broken, [12, 13, 14])
@@ -142,13 +149,13 @@ def test_compare_runs_counts_by_hand():
 def test_mcnemar_exact_known_value_and_verdicts():
     labels = np.arange(30) % 10
     a = _preds_wrong_on(labels, np.arange(10))        # B fixes all ten, breaks none
-    cmp = compare_runs(a, labels, labels, name_a="MLP", name_b="CNN")
+    cmp = compare_runs(labels, a, labels, name_a="MLP", name_b="CNN")
     assert cmp.p_value == pytest.approx(2 * 0.5 ** 10)
     assert cmp.verdict.startswith("CNN's improvement is unlikely to be chance (p=0.002")
-    worse = compare_runs(labels, a, labels)
+    worse = compare_runs(labels, labels, a)
     assert worse.p_value == pytest.approx(2 * 0.5 ** 10)
     assert "worse" in worse.verdict
-    same = compare_runs(a, a, labels)
+    same = compare_runs(labels, a, a)
     assert same.p_value == 1.0 and same.n_fixed == same.n_broken == 0
     assert "same digits" in same.verdict
 

@@ -144,10 +144,10 @@ def test_matrix_summary_and_gallery_of_the_best_run(home):
     assert len(cells) == 100 and cells[0] == [0, 0] and cells[12] == [1, 2]
 
     assert at.subheader[0].value == f"All errors: {n_errors:,} digits"
-    expected = evaluation.errors(probs, labels).index[:16].tolist()
+    expected = evaluation.errors(labels, probs).index[:16].tolist()
     assert gallery_indices(at) == expected  # most confident mistakes first, 16 per page
     titles = [a["text"] for a in figs["err_gallery"]["layout"]["annotations"] if a["text"]]
-    first = evaluation.errors(probs, labels).iloc[0]
+    first = evaluation.errors(labels, probs).iloc[0]
     assert titles[0].startswith(f"#{expected[0]} ✗ {first['pred']} ")
     assert titles[0].endswith(f"true {first['true']}")
 
@@ -185,7 +185,7 @@ def test_class_filters_change_the_gallery_and_outline_the_cell(home):
 def test_paging_walks_through_the_errors(home):
     at = page()
     run = shown_run(at, home)
-    order = evaluation.errors(run.test_probabilities(), mnist_test_labels()).index.tolist()
+    order = evaluation.errors(mnist_test_labels(), run.test_probabilities()).index.tolist()
     at.number_input(key="err_page").set_value(2).run()
     assert gallery_indices(at) == order[16:32]
     at.selectbox(key="err_per_page").set_value(32).run()
@@ -230,7 +230,7 @@ def test_compare_tab_counts_what_run_b_fixes_and_breaks(home):
     a, b = home["softmax"], home["cnn"]
     at = page(err_run=a.run_id, err_tab="Compare two runs")
     assert at.selectbox(key="err_run_b").value == b.run_id  # the only other MNIST run
-    diff = evaluation.compare_runs(a.test_probabilities(), b.test_probabilities(), mnist_test_labels())
+    diff = evaluation.compare_runs(mnist_test_labels(), a.test_probabilities(), b.test_probabilities())
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["B fixes"] == f"{diff.n_fixed:,}"
     assert metrics["B breaks"] == f"{diff.n_broken:,}"
