@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitrec import export
+from digitrec import export, transfer
 from digitrec.datasets import load_dataset
 from digitrec.export import ExportError, export_bytes, export_model
-from digitrec.runs import Run, RunStore
+from digitrec.runs import STARTER_DIR, Run, RunStore
 from digitrec.training import TrainConfig
 
 FAMILIES = ("fast", "softmax")
@@ -106,6 +106,11 @@ def test_zip_is_the_run_archive(runs, tmp_path):
     assert {"config.json", "model.keras", "metrics.json"} <= names
     data = export_bytes(run, "zip").data
     assert data == result.path.read_bytes()  # one archive, whichever way it is asked for
+    # The shipped starter run too (read-only, outside any store), as digitrec.transfer does it.
+    starter_id = next(p.name for p in STARTER_DIR.iterdir() if (p / "metrics.json").is_file())
+    store = RunStore(tmp_path / "empty-store")
+    starter = export_model(store.load(starter_id), "zip", tmp_path / "starter.zip")
+    assert starter.path.read_bytes() == transfer.export_bytes(store, starter_id)
 
 
 def test_savedmodel_replaces_an_earlier_export_only(runs, tmp_path):
