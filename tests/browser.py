@@ -135,8 +135,8 @@ def chromium():
     """One headless Chromium for the whole session; skips when /usr/bin/chromium is missing."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found (Debian package `chromium`; `make test-deps` installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
+    from playwright.sync_api import sync_playwright  # a required test dependency
+    with sync_playwright() as pw:
         browser = launch_chromium(pw)
         yield browser
         browser.close()

@@ -3,6 +3,7 @@ gallery to that cell, and clicking a digit in the gallery opens its explanation.
 import time
 
 import pytest
+from playwright.sync_api import expect
 
 from digitrec import evaluation, load_dataset
 from digitrec.runs import RunStore
@@ -10,7 +11,6 @@ from digitrec.training import TrainConfig
 from tests.browser import start_app  # fixtures come from the tests.browser plugin (conftest)
 
 pytestmark = pytest.mark.browser
-expect = pytest.importorskip("playwright.sync_api").expect
 
 FIRST_LOAD_MS = 180_000  # the first run imports TensorFlow and parses MNIST on two busy cores
 

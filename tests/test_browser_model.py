@@ -5,8 +5,7 @@ import re
 import zipfile
 
 import pytest
-
-expect = pytest.importorskip("playwright.sync_api").expect
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser  # fixtures start_dashboard, browser_page: tests/browser.py
 

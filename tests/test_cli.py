@@ -41,7 +41,9 @@ def test_train_json_reports_a_new_run(trained, home):
     assert result["cached"] is False and result["status"] == "complete"
     assert len(result["run_id"]) == 16 and Path(result["path"]) == home / result["run_id"]
     assert result["config"]["family"] == "softmax" and result["config"]["train_limit"] == 300
-    assert 0.0 <= result["metrics"]["test_accuracy"] <= 1.0
+    # 10 steps of softmax regression reach about 0.25 (chance is 0.1); the floors that say
+    # training really learns are in tests/test_learning_floors.py.
+    assert 0.18 <= result["metrics"]["test_accuracy"] <= 1.0
     assert "epoch 1/1" in progress and "7,850 parameters" in progress
 
 
@@ -111,6 +113,7 @@ def test_reproduce_prints_the_notebook_figures(home, capsys):
 
 def _digit_png(path: Path, index: int) -> Path:
     from PIL import Image
+
     from digitrec.datasets import load_dataset
     images, labels = load_dataset("mnist", "test")
     Image.fromarray(np.asarray(images[index])).save(path)
@@ -118,8 +121,6 @@ def _digit_png(path: Path, index: int) -> Path:
 
 
 def test_predict_reads_png_files(trained, home, tmp_path, capsys):
-    pytest.importorskip("digitrec.preprocess")
-    pytest.importorskip("digitrec.inference")
     run_id = trained[0]["run_id"]
     png = _digit_png(tmp_path / "digit.png", 0)
     assert main(["predict", "--home", str(home), "--run", run_id[:6], str(png), "--json"]) == 0
@@ -134,7 +135,6 @@ def test_predict_reads_png_files(trained, home, tmp_path, capsys):
 
 
 def test_predict_unreadable_image_exits_2(trained, home, tmp_path, capsys):
-    pytest.importorskip("digitrec.preprocess")
     run_id = trained[0]["run_id"]
     text = tmp_path / "notes.png"
     text.write_text("this is not an image")

@@ -205,9 +205,9 @@ def test_embedded_mnist_matches_its_checksums(monkeypatch):
 
 # --------------------------------------------------------------------------- the real data
 
-def test_real_mnist(shared_datasets):
-    train_x, train_y = load_dataset("mnist", "train", data_dir=shared_datasets)
-    test_x, test_y = load_dataset("mnist", "test", data_dir=shared_datasets)
+def test_real_mnist(mnist_data_dir):
+    train_x, train_y = load_dataset("mnist", "train", data_dir=mnist_data_dir)
+    test_x, test_y = load_dataset("mnist", "test", data_dir=mnist_data_dir)
     assert train_x.shape == (60000, 28, 28) and test_x.shape == (10000, 28, 28)
     assert train_x.dtype == np.uint8 and train_y.dtype == np.uint8
     assert train_y[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
@@ -216,8 +216,8 @@ def test_real_mnist(shared_datasets):
     assert datasets.class_counts(test_y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-def test_real_fashion_mnist(shared_datasets):
-    x, y = load_dataset("fashion-mnist", "test", data_dir=shared_datasets)
+def test_real_fashion_mnist(fashion_mnist):
+    x, y = load_dataset("fashion-mnist", "test")
     assert x.shape == (10000, 28, 28)
     assert datasets.class_counts(y).tolist() == [1000] * 10
     assert datasets.dataset_info("fashion-mnist").class_names[9] == "Ankle boot"

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from digitrec.fused_bn import fused_batch_norm, fusable_layers
+from digitrec.fused_bn import fusable_layers, fused_batch_norm
 from digitrec.runs import RunStore
 from digitrec.training import TrainConfig
+from tests.devices import tol
 
 
 def conv_net(momentum=0.9):
@@ -61,15 +62,15 @@ def test_outputs_gradients_and_moving_statistics_match_keras():
         with tf.GradientTape() as tape:
             loss_fused = tf.reduce_sum(fused(x, training=True) ** 2)
         grads_fused = tape.gradient(loss_fused, fused.trainable_variables)
-    np.testing.assert_allclose(loss_fused, loss_plain, rtol=1e-5)
-    for a, b in zip(grads_plain, grads_fused):
+    np.testing.assert_allclose(loss_fused, loss_plain, rtol=tol(1e-5))
+    for a, b in zip(grads_plain, grads_fused, strict=True):
         # Gradients that are zero in exact arithmetic (a bias before batch norm) are float noise
         # in both; compare everything against the largest gradient of the model.
         scale = max(float(np.abs(g).max()) for g in grads_plain)
-        np.testing.assert_allclose(b, a, atol=1e-5 * scale)
+        np.testing.assert_allclose(b, a, atol=tol(1e-5) * scale)
     bn_plain, bn_fused = plain.layers[1], fused.layers[1]
-    np.testing.assert_allclose(bn_fused.moving_mean, bn_plain.moving_mean, atol=1e-5)
-    np.testing.assert_allclose(bn_fused.moving_variance, bn_plain.moving_variance, rtol=1e-5)
+    np.testing.assert_allclose(bn_fused.moving_mean, bn_plain.moving_mean, atol=tol(1e-5))
+    np.testing.assert_allclose(bn_fused.moving_variance, bn_plain.moving_variance, rtol=tol(1e-5))
     assert not np.allclose(bn_plain.moving_mean, 0)  # the step did move the statistics
 
 
@@ -79,7 +80,7 @@ def test_inference_is_untouched_and_the_class_comes_back_after_an_error():
     with pytest.raises(RuntimeError):
         with fused_batch_norm(fused):
             np.testing.assert_allclose(fused(x, training=False), plain(x, training=False),
-                                       rtol=1e-6)
+                                       rtol=tol(1e-6))
             raise RuntimeError("cancelled mid-fit")
     assert type(fused.layers[1]) is keras.layers.BatchNormalization
 
@@ -89,7 +90,7 @@ def test_renormalising_layers_are_left_alone():
     assert fusable_layers(model) == []
 
 
-def test_a_trained_run_saves_only_standard_keras_layers(tmp_path, shared_datasets):
+def test_a_trained_run_saves_only_standard_keras_layers(tmp_path):
     store = RunStore(tmp_path, starter_dir=None)
     run = store.train_now(TrainConfig.for_family("fast", epochs=1, train_limit=256))
     with zipfile.ZipFile(run.path / "model.keras") as archive:
@@ -138,5 +139,5 @@ def test_search_trials_train_fused_and_their_checkpoints_load_into_a_fresh_build
     # Hyperband continues a trial from that checkpoint in a fresh build.
     fresh = hypermodel.build(hp)
     fresh.load_weights(path)
-    for a, b in zip(model.weights, fresh.weights):
+    for a, b in zip(model.weights, fresh.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

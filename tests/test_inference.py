@@ -1,13 +1,13 @@
 """Tests for digitrec.inference: the Predictor's shapes, probabilities, equivalence and threads."""
 import threading
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from digitrec.inference import Predictor, predict_digit  # noqa: E402
-from digitrec.preprocess import to_mnist  # noqa: E402
+from digitrec.inference import Predictor, predict_digit
+from digitrec.preprocess import to_mnist
+from tests.devices import PROBS_SUM_ATOL, tol
 
 
 def tiny_cnn(softmax: bool = True, seed: int = 0):
@@ -39,15 +39,15 @@ def test_shapes_and_probabilities(predictor, images):
     for x, n in [(images[0], 1), (images, 12), (images[..., None], 12), (images[:1], 1)]:
         probs = predictor.predict_proba(x)
         assert probs.shape == (n, 10) and probs.dtype == np.float32
-        assert np.all(probs >= 0) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        assert np.all(probs >= 0) and np.allclose(probs.sum(axis=1), 1.0, atol=PROBS_SUM_ATOL)
     assert predictor.predict_proba(np.zeros((0, 28, 28), np.float32)).shape == (0, 10)
     assert predictor.num_classes_ == 10 and predictor.from_logits_ is False
 
 
 def test_same_result_as_calling_the_model(model, predictor, images):
     expected = model(images[..., None], training=False).numpy()
-    np.testing.assert_allclose(predictor.predict_proba(images), expected, atol=1e-6)
-    np.testing.assert_allclose(predictor(images.astype(np.float64)), expected, atol=1e-6)
+    np.testing.assert_allclose(predictor.predict_proba(images), expected, atol=tol(1e-6))
+    np.testing.assert_allclose(predictor(images.astype(np.float64)), expected, atol=tol(1e-6))
 
 
 def test_traced_once_whatever_the_batch(predictor, images):
@@ -58,7 +58,7 @@ def test_traced_once_whatever_the_batch(predictor, images):
 
 def test_large_inputs_are_chunked(model, images):
     chunked = Predictor(model, batch_size=5).predict_proba(images)
-    np.testing.assert_allclose(chunked, Predictor(model).predict_proba(images), atol=1e-6)
+    np.testing.assert_allclose(chunked, Predictor(model).predict_proba(images), atol=tol(1e-6))
 
 
 def test_logits_models_get_a_softmax(images):
@@ -67,7 +67,7 @@ def test_logits_models_get_a_softmax(images):
     assert predictor.from_logits_ is True
     expected = keras.ops.convert_to_numpy(
         keras.ops.softmax(logits_model(images[..., None], training=False)))
-    np.testing.assert_allclose(predictor.predict_proba(images), expected, atol=1e-6)
+    np.testing.assert_allclose(predictor.predict_proba(images), expected, atol=tol(1e-6))
 
 
 @pytest.mark.parametrize("bad,words", [
@@ -102,18 +102,18 @@ def test_thread_safe_concurrent_callers(predictor, images):
     assert not errors and len(results) == 8
     for i in range(8):
         for got in results[i]:
-            np.testing.assert_allclose(got, expected[i], rtol=0, atol=1e-6)
+            np.testing.assert_allclose(got, expected[i], rtol=0, atol=tol(1e-6))
 
 
 def test_predict_digit(predictor, images):
     digit, probs = predict_digit(predictor, images[3])
     assert isinstance(digit, int) and digit == int(np.argmax(probs)) and probs.shape == (10,)
-    np.testing.assert_allclose(probs, predictor.predict_proba(images[3])[0], atol=1e-7)
+    np.testing.assert_allclose(probs, predictor.predict_proba(images[3])[0], atol=tol(1e-7))
 
     canvas = np.zeros((280, 280, 4), np.uint8)
     canvas[40:240, 130:150] = 255                      # a vertical stroke: a "1"
     prepared = to_mnist(canvas)
     digit, probs = predict_digit(predictor, prepared)
-    np.testing.assert_allclose(probs, predictor.predict_proba(prepared.image)[0], atol=1e-7)
+    np.testing.assert_allclose(probs, predictor.predict_proba(prepared.image)[0], atol=tol(1e-7))
     with pytest.raises(ValueError, match="draw"):
         predict_digit(predictor, to_mnist(np.zeros((280, 280, 4), np.uint8)))

@@ -61,7 +61,7 @@ def test_data_page_on_mnist():
         "Pixel intensity distribution", "The table, as in the notebook", "Download as CSV"]
 
 
-def test_data_page_on_fashion_mnist(shared_datasets):
+def test_data_page_on_fashion_mnist(fashion_mnist):
     at = data_page()
     dataset_radio(at).set_value("fashion-mnist").run()
     assert not at.exception, [e.message for e in at.exception]
@@ -117,7 +117,7 @@ def test_heatmaps_show_raw_and_scaled_values_of_the_chosen_image():
     assert "label 0" in figs["data_heat_raw"]["layout"]["title"]["text"]  # image 1 is a 0
 
 
-def test_stale_or_missing_fashion_mnist_falls_back_with_a_message(tmp_path, monkeypatch, shared_datasets):
+def test_stale_or_missing_fashion_mnist_falls_back_with_a_message(tmp_path, monkeypatch, fashion_mnist):
     at = data_page()
     dataset_radio(at).set_value("fashion-mnist").run()
     assert "Fashion-MNIST" in at.title[0].value
@@ -137,7 +137,7 @@ def test_stale_or_missing_fashion_mnist_falls_back_with_a_message(tmp_path, monk
     assert "MNIST" in at.title[0].value and "Fashion" not in at.title[0].value
 
 
-def test_no_message_when_fashion_mnist_is_there(shared_datasets):
+def test_no_message_when_fashion_mnist_is_there(fashion_mnist):
     at = data_page()
     assert len(dataset_radio(at).options) == 2
     assert not at.sidebar.info

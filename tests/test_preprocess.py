@@ -8,8 +8,15 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from digitrec.preprocess import (MNIST_CENTRE, Preprocessed, UploadError, augment_view,
-                                 decode_upload, scale, to_mnist)
+from digitrec.preprocess import (
+    MNIST_CENTRE,
+    Preprocessed,
+    UploadError,
+    augment_view,
+    decode_upload,
+    scale,
+    to_mnist,
+)
 
 WHITE, BLACK, CLEAR = (255, 255, 255, 255), (0, 0, 0, 255), (0, 0, 0, 0)
 
@@ -118,7 +125,7 @@ def test_whole_pixel_shift_matches_mnist_box_exactly(shape, size, box, width):
     assert float(p.shift[0]).is_integer() and float(p.shift[1]).is_integer()
 
 
-def test_mnist_centre_convention_holds_on_real_digits(shared_datasets):
+def test_mnist_centre_convention_holds_on_real_digits():
     from digitrec.datasets import load_dataset
     images, _ = load_dataset("mnist", "test")
     centres = np.array([ndimage.center_of_mass(im.astype(float)) for im in images[:500]])
@@ -435,7 +442,7 @@ def test_decode_lets_no_warning_escape(photo, recwarn):
 # ---------------------------------------------------------------------------------------------
 # real MNIST digits through the upload path
 
-def test_mnist_digits_rendered_as_uploads_come_back_close(shared_datasets):
+def test_mnist_digits_rendered_as_uploads_come_back_close():
     from digitrec.datasets import load_dataset
     images, _ = load_dataset("mnist", "test")
     rng = np.random.default_rng(0)

@@ -6,11 +6,18 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
-
 from digitrec.models import FAMILIES
-from digitrec.training import (ConfigError, TrainConfig, TrainingCancelled, describe_device,
-                               learning_rate_at, stratified_indices, train)
+from digitrec.training import (
+    RECIPE_VERSION,
+    ConfigError,
+    TrainConfig,
+    TrainingCancelled,
+    describe_device,
+    learning_rate_at,
+    stratified_indices,
+    train,
+)
+from tests.devices import PROBS_SUM_ATOL, skip_unless_bit_identical, tol
 
 # A change to each field, to check the key notices it.
 FIELD_CHANGES = dict(dataset="fashion-mnist", family="cnn_bn", hparams={"width1": 8}, epochs=3,
@@ -41,16 +48,19 @@ def test_key_is_stable_and_canonical():
     assert c.key() == d.key()
 
 
-def test_key_is_a_known_value():
-    # Pinned so a change to the canonical form (which would orphan every stored run) is noticed.
+def test_key_is_the_hash_of_its_canonical_form():
+    # The canonical form is pinned, so a change to it (which would orphan every stored run) is
+    # noticed. The value itself moves with the architecture fingerprint and RECIPE_VERSION (see
+    # tests/test_fingerprint.py), so no run id is written down here.
     config = TrainConfig(dataset="mnist", family="softmax", hparams=(), epochs=5, batch_size=32,
                          optimizer="adam", learning_rate=0.001, lr_schedule="constant",
                          validation_split=0.0, augment=False, seed=0, train_limit=None)
     data = config.to_dict()
     # A field added later enters the hash only when set, so stored runs keep their ids.
     assert data.pop("validate_on_test") is False
+    data.update(architecture=config.architecture(), recipe_version=RECIPE_VERSION)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    assert config.key() == hashlib.sha256(text.encode()).hexdigest()[:16] == "f5f89bf58293b76a"
+    assert config.key() == hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @pytest.mark.parametrize("field", sorted(FIELD_CHANGES))
@@ -113,7 +123,7 @@ def test_learning_rate_schedules():
     assert learning_rate_at(50, 100, 0.1, "constant") == 0.1
     cos = [learning_rate_at(s, 100, 0.1, "cosine") for s in range(100)]
     assert cos[0] == pytest.approx(0.1) and cos[-1] == pytest.approx(0.0, abs=1e-12)
-    assert all(a >= b for a, b in zip(cos, cos[1:]))
+    assert all(a >= b for a, b in zip(cos, cos[1:], strict=False))
     cyc = [learning_rate_at(s, 101, 0.1, "one_cycle") for s in range(101)]
     assert cyc[0] == pytest.approx(0.01) and max(cyc) == pytest.approx(0.1)
     assert cyc[-1] == pytest.approx(0.0, abs=1e-12) and int(np.argmax(cyc)) == 25
@@ -181,7 +191,8 @@ def test_one_epoch_reports_progress_and_valid_metrics(tiny_run):
     assert set(result.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert all(len(v) == 1 for v in result.history.values())
     assert m["epochs_run"] == 1 and m["params"] == result.model.count_params()
-    assert 0.0 <= m["test_accuracy"] <= 1.0 and m["test_loss"] > 0
+    # 9 steps reach about 0.49 (chance is 0.1); real floors: tests/test_learning_floors.py.
+    assert 0.3 <= m["test_accuracy"] <= 1.0 and m["test_loss"] > 0
     assert len(m["per_class_accuracy"]) == 10
     cm = np.array(m["confusion_matrix"])
     assert cm.shape == (10, 10) and cm.sum() == 10_000
@@ -191,7 +202,7 @@ def test_one_epoch_reports_progress_and_valid_metrics(tiny_run):
 
     probs = result.test_probabilities
     assert probs.shape == (10_000, 10) and probs.dtype == np.float32
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=PROBS_SUM_ATOL)
     assert m["test_accuracy"] == pytest.approx(float((probs.argmax(1) == _test_labels()).mean()))
 
 
@@ -208,9 +219,10 @@ def test_should_stop_cancels_cleanly():
 
 
 def test_same_seed_same_model_on_cpu(tiny_run):
+    skip_unless_bit_identical()
     config, _, first = tiny_run
     second = train(config)
-    for a, b in zip(first.model.get_weights(), second.model.get_weights()):
+    for a, b in zip(first.model.get_weights(), second.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert second.metrics["test_accuracy"] == first.metrics["test_accuracy"]
     assert second.history == first.history
@@ -231,13 +243,15 @@ def test_augmented_training_saves_a_model_without_augmentation(tmp_path):
     result.model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     x = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
-    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(result.model(x)), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(result.model(x)), rtol=tol(1e-6))
 
 
 def test_validate_on_test_draws_the_curves_on_the_test_split():
     config = TrainConfig.for_family("softmax", epochs=1, train_limit=300, validate_on_test=True)
     result = train(config)
-    # The validation pass saw exactly the images the final test metrics score.
+    # The validation pass saw exactly the images the final test metrics score (on a GPU the
+    # pass ran in mixed precision, the test metrics on the float32 model: a few images may flip).
     assert result.history["val_accuracy"][-1] == pytest.approx(
-        result.metrics["test_accuracy"], abs=1e-6)
-    assert result.history["val_loss"][-1] == pytest.approx(result.metrics["test_loss"], rel=1e-4)
+        result.metrics["test_accuracy"], abs=tol(1e-6, gpu=2e-3))
+    assert result.history["val_loss"][-1] == pytest.approx(
+        result.metrics["test_loss"], rel=tol(1e-4, gpu=1e-2))

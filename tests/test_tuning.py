@@ -14,12 +14,22 @@ import keras_tuner as kt
 import pytest
 
 from digitrec import models, tuning, tuning_cli, tuning_engine
-from digitrec.tuning import (PROJECT, SearchCancelled, SearchConfig, TuningError,
-                             best_hyperparameters, best_train_config, learning_curves,
-                             read_project, results_frame, run_search, search_dir, submit_search,
-                             transfer_config)
+from digitrec.tuning import (
+    PROJECT,
+    SearchCancelled,
+    SearchConfig,
+    TuningError,
+    best_hyperparameters,
+    best_train_config,
+    learning_curves,
+    read_project,
+    results_frame,
+    run_search,
+    search_dir,
+    submit_search,
+    transfer_config,
+)
 
-SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 TINY = dict(family="fast", tuner="random", max_trials=2, epochs=1, subsample=300)
 ALLOWED_SUFFIXES = {".json", ".h5", ".log", ".lock", ""}
 
@@ -59,8 +69,6 @@ def no_search(*args, **kwargs):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """One tiny finished random search for the module: (root, config, result, recorder)."""
-    if not SHARED_DATASETS.is_dir():
-        pytest.skip("../shared/datasets is not beside this checkout")
     root = tmp_path_factory.mktemp("tuning-store")
     config = SearchConfig(**TINY)
     recorder = Recorder()
@@ -191,7 +199,7 @@ def test_best_and_transfer_configs(finished):
     assert transfer.validate_on_test and transfer.validation_split == 0  # as the notebook
 
 
-def test_resume_continues_rather_than_restarts(tmp_path, shared_datasets, monkeypatch):
+def test_resume_continues_rather_than_restarts(tmp_path, monkeypatch):
     config = SearchConfig(**dict(TINY, max_trials=3, epochs=2))
     # No time-based poll inside the epoch: the cancel must be seen at the epoch boundary even
     # when a short epoch ends within one poll window (a fast CI machine did exactly that).
@@ -202,7 +210,8 @@ def test_resume_continues_rather_than_restarts(tmp_path, shared_datasets, monkey
         run_search(config, tmp_path, listener=first)
     assert first.begun == ["0", "1"]
     frame = results_frame(config, tmp_path)
-    assert dict(zip(frame["trial_id"], frame["status"])) == {"0": "COMPLETED", "1": "INTERRUPTED"}
+    statuses = dict(zip(frame["trial_id"], frame["status"], strict=True))
+    assert statuses == {"0": "COMPLETED", "1": "INTERRUPTED"}
     assert tuning.search_status(config, tmp_path)[0] == "cancelled"
     trial0 = (search_dir(config, tmp_path) / PROJECT / "trial_0" / "trial.json").read_bytes()
 
@@ -267,7 +276,7 @@ def test_a_project_of_another_tuner_gives_a_clear_error(finished, tmp_path):
     assert (folder / PROJECT / "oracle.json").exists()  # nothing deleted
 
 
-def test_search_over_the_notebook_space(tmp_path, shared_datasets):
+def test_search_over_the_notebook_space(tmp_path):
     config = SearchConfig(family="tuned", tuner="random", max_trials=1, epochs=1, subsample=100,
                           batch_size=32)
     result = run_search(config, tmp_path)
@@ -280,7 +289,7 @@ def test_search_over_the_notebook_space(tmp_path, shared_datasets):
 # --- background jobs -----------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_background_search_attach_cancel_and_resume(tmp_path, shared_datasets):
+def test_background_search_attach_cancel_and_resume(tmp_path):
     config = SearchConfig(**dict(TINY, max_trials=3, epochs=2, seed=5))
     job = submit_search(config, tmp_path)
     try:
@@ -327,7 +336,7 @@ def test_cli_tune_reports_a_finished_search_as_json(finished, capsys):
     assert summary["best_hyperparameters"] == result.best_hyperparameters
 
 
-def test_cli_tune_prints_a_line_per_trial(tmp_path, capsys, shared_datasets):
+def test_cli_tune_prints_a_line_per_trial(tmp_path, capsys):
     code = tuning_cli.main(["tune", "--home", str(tmp_path), "--family", "fast", "--max-trials",
                              "2", "--epochs", "1", "--subsample", "200", "--seed", "3"])
     assert code == 0

@@ -43,7 +43,7 @@ def wait_for_text(path: Path, text: str, deadline: float, procs: dict) -> None:
 
 
 @pytest.mark.slow
-def test_chief_and_two_workers_share_a_search(tmp_path, shared_datasets):
+def test_chief_and_two_workers_share_a_search(tmp_path):
     port = free_port()
     settings = ["--home", str(tmp_path / "store"), "--family", "fast", "--tuner", "random",
                 "--max-trials", "4", "--epochs", "1", "--subsample", "300", "--seed", "2",
