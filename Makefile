@@ -1,13 +1,21 @@
 # Two commands do all the set-up: `make run` (install + dashboard) and `make test` (install + suite).
 PY ?= python3
 
-.PHONY: install run test test-deps chromium bench
+.PHONY: install run serve test test-deps chromium nginx bench
 
 install:
 	$(PY) -m pip install -q -r requirements.txt
 
 run: install
 	$(PY) -m streamlit run dashboard/app.py
+
+# A classroom: WORKERS dashboard processes behind Debian's nginx (sticky sessions, one run store,
+# crashed processes restarted; deploy/serve.py). SERVE_ADDRESS=0.0.0.0 lets the class in.
+WORKERS ?= 2
+SERVE_ADDRESS ?= 127.0.0.1
+SERVE_PORT ?= 8501
+serve: install nginx
+	$(PY) deploy/serve.py --workers $(WORKERS) --address $(SERVE_ADDRESS) --port $(SERVE_PORT)
 
 # Browser tests drive Debian's chromium; install it when missing (needs root, as in CI).
 chromium:
@@ -17,7 +25,16 @@ chromium:
 	  else echo "note: /usr/bin/chromium missing and not root: browser tests will be skipped"; fi; \
 	fi
 
-test-deps: chromium
+# `make serve` and its tests run Debian's nginx (as their own foreground process, nothing under
+# /var); install it when missing, as chromium above.
+nginx:
+	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null); \
+	  else echo "note: nginx missing and not root: \`make serve\` needs it, its tests will be skipped"; fi; \
+	fi
+
+test-deps: chromium nginx
 	$(PY) -m pip install -q -r requirements-dev.txt
 
 test: test-deps

@@ -2,13 +2,25 @@
 
     python bench/bench_load.py [--sessions 10] [--seconds 120] [--client protocol|browser]
                                [--think 0] [--timeout 20] [--home DIR] [--nice 10] [--pin]
+                               [--url URL [--server-pid PID ...] | --serve-workers N] [--smoke]
 
-Starts `streamlit run dashboard/app.py` on a free port of 127.0.0.1 (its own temporary
-DIGITREC_HOME, so the shipped starter model is the one read, unless --home is given), opens N
-sessions on the Sketch page, switches each to "Upload an image", and then for --seconds every
-session repeatedly uploads a PNG of an MNIST test digit and waits until the page shows the
-model's reading of it. One session loads first (the server imports TensorFlow and loads the
-model then; not measured).
+What it drives:
+  (default)          starts `streamlit run dashboard/app.py` on a free port of 127.0.0.1 (its
+                     own temporary DIGITREC_HOME, so the shipped starter model is the one read,
+                     unless --home is given): one process, as `make run`;
+  --serve-workers N  starts deploy/serve.py (`make serve`'s supervisor): N streamlit processes
+                     behind Debian's nginx with sticky sessions, one run store; so
+                     `--serve-workers 1` and `--serve-workers 2` measure 1 vs 2 workers;
+  --url URL          any running deployment (`make run`, `make serve`, another machine); CPU and
+                     memory are measured only for the local processes given by --server-pid.
+--smoke is a short check (4 sessions, 5 s, 0.5 s apart unless given; exit code 1 on any error);
+the suite runs the same through `smoke()` (tests/test_serve.py).
+
+It opens N sessions on the Sketch page, switches each to "Upload an image", and then for
+--seconds every session repeatedly uploads a PNG of an MNIST test digit and waits until the
+page shows the model's reading of it. One session loads first (the server imports TensorFlow
+and loads the model then; not measured); behind nginx the other workers load theirs while the
+remaining sessions open (not measured either).
 
 Two kinds of client:
   protocol (default)  speaks Streamlit's own protocol, as the browser does: a websocket with the
@@ -25,12 +37,16 @@ Two kinds of client:
 A request's response time runs from the start of the upload to the predicted digit on the page.
 The digits cycle 0..9, so consecutive readings always differ, and each image was checked to be
 read correctly beforehand; a wrong digit, an exception, an error message or no answer within
---timeout seconds counts as an error. It prints sessions, requests, errors, p50/p95/max response
-time, the page's own "read in N ms", throughput, the server's CPU time and resident memory
-(VmRSS from /proc) at start, after the warm-up and at the end, and the load average (figures
-mean little on a machine busy with other work). Bounded: at most 50 sessions and 30 minutes;
-the server (and browser) are stopped at the end, whatever happens.
+--timeout seconds counts as an error. It prints sessions (and, behind nginx, how many each
+process holds: the sticky cookie's value), requests, errors, p50/p95/max response time, the
+page's own "read in N ms", throughput, the server processes' CPU time (and nginx's) and resident
+memory (VmRSS from /proc, all workers together) at start, after the warm-up and at the end, and
+the load average (figures mean little on a machine busy with other work). Bounded: at most 50
+sessions and 30 minutes; what it started (server, deployment, browser) is stopped at the end,
+whatever happens.
 Targets (issue 7): 10 sessions for 2 minutes, 0 errors, p95 <= 1 s, memory growth < 200 MB.
+Targets (issue 16): 30 sessions 2 s apart for 2 minutes against one process, 0 errors and
+p95 <= 1 s; 30 back to back, 0 errors, twice issue 16's 9.3 answers/s; 1 vs 2 workers side by side.
 """
 from __future__ import annotations
 
@@ -50,9 +66,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from deploy import launch  # noqa: E402
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, start_app  # noqa: E402
 
 MAX_SESSIONS, MAX_SECONDS = 50, 1800
+BACKEND_COOKIE = "digitrec_backend"  # deploy/nginx_conf.py's sticky-session cookie
 SERVER_CPUS = {0}  # with --pin
 OPEN_TIMEOUT_MS = 300_000  # opening a session (not measured) on a busy machine
 PREDICTION = '.st-key-sketch_prediction [data-testid="stMetricValue"]'
@@ -82,6 +100,8 @@ class Stats:
     server_ms: list = field(default_factory=list)  # the page's own "read in N ms" per request
     errors: dict = field(default_factory=dict)  # kind -> count
     sessions_ready: int = 0
+    sessions_on: dict = field(default_factory=dict)  # backend (sticky cookie) -> sessions opened
+    answered_by: dict = field(default_factory=dict)  # backend -> readings answered
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -101,6 +121,41 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Servers:
+    """The processes serving the load, for CPU and memory figures: one `streamlit run`, the
+    workers of a deploy/serve.py deployment (re-read from its serve.json, so a restarted worker
+    is followed), or the --server-pid list; none for a bare --url (figures print as n/a)."""
+
+    def __init__(self, pids):
+        self._pids = pids  # () -> list of pids
+
+    def pids(self) -> list[int]:
+        return [pid for pid in self._pids() if Path(f"/proc/{pid}").exists()]
+
+    def rss(self) -> float:
+        """Resident memory of all of them together, MB (nan when none is known)."""
+        total = [rss_mb(pid) for pid in self.pids()]
+        return sum(total) if total else float("nan")
+
+    def cpu(self) -> dict[int, float]:
+        """CPU seconds used so far, per pid."""
+        out = {}
+        for pid in self.pids():
+            try:
+                out[pid] = cpu_seconds(pid)
+            except OSError:
+                pass  # it just ended
+        return out
+
+    @staticmethod
+    def cpu_between(before: dict, after: dict) -> float:
+        """CPU seconds used between two `cpu()` readings (a process started in between counts
+        from zero; nan when no process is known)."""
+        if not after:
+            return float("nan")
+        return sum(used - before.get(pid, 0.0) for pid, used in after.items())
 
 
 def load_average() -> str:
@@ -142,13 +197,16 @@ SOURCE_LABEL, UPLOADER_LABEL = "Input", "A PNG or JPEG image of one digit"
 class ProtocolSession:
     """One Streamlit session driven over its websocket, as the browser would drive it."""
 
-    def __init__(self, url: str, timeout: float):
+    def __init__(self, url: str, timeout: float, cookies: dict | None = None):
         self.url, self.timeout = url, timeout
+        # Every cookie the server sets is sent back, as a browser does: behind deploy/serve.py's
+        # nginx, `digitrec_backend` keeps the session's uploads and images on its process.
+        self.cookies: dict[str, str] = dict(cookies or {})
         self.events: asyncio.Queue = asyncio.Queue()  # ("metric"|"finished"|"error", value)
         self.widgets: dict[str, tuple[str, str]] = {}  # label -> (widget id, fragment id)
         self.pending: dict[str, asyncio.Future] = {}  # file-URL request id -> response
         self.media: list[str] = []  # image URLs sent since the last fetch
-        self.session_id = self.page_hash = self.xsrf = ""
+        self.session_id = self.page_hash = ""
         self.previous_file = None
 
     async def open(self) -> None:
@@ -156,12 +214,15 @@ class ProtocolSession:
         the Sketch page, switch it to "Upload an image"."""
         from websockets.asyncio.client import connect
 
-        self.xsrf = await asyncio.to_thread(self._xsrf_cookie)
+        await asyncio.to_thread(self._http, "GET", "/_stcore/health", timeout=60)
+        if not self.xsrf:
+            raise RuntimeError("the server set no XSRF cookie")
         self.ws = await connect(self.url.replace("http", "ws", 1) + "/_stcore/stream",
                                 origin=self.url, subprotocols=["streamlit", self.xsrf],
-                                additional_headers={"Cookie": f"_streamlit_xsrf={self.xsrf}"},
+                                additional_headers={"Cookie": self._cookie_header()},
                                 max_size=None, proxy=None, compression=None,
                                 open_timeout=OPEN_TIMEOUT_MS / 1000)
+        self._keep_cookies(self.ws.response.headers.get_all("Set-Cookie"))
         self.reader = asyncio.create_task(self._read())
         await self._rerun([])
         await self._until_finished(OPEN_TIMEOUT_MS / 1000)
@@ -172,13 +233,24 @@ class ProtocolSession:
         if UPLOADER_LABEL not in self.widgets:
             raise RuntimeError("the Sketch page shows no uploader after choosing Upload")
 
-    def _xsrf_cookie(self) -> str:
-        import urllib.request
-        with urllib.request.urlopen(self.url + "/_stcore/health", timeout=60) as resp:
-            for header in resp.headers.get_all("Set-Cookie") or []:
-                if header.startswith("_streamlit_xsrf="):
-                    return header.split(";")[0].split("=", 1)[1]
-        raise RuntimeError("the server set no XSRF cookie")
+    @property
+    def xsrf(self) -> str:
+        """The XSRF token: the cookie's value, sent back as a header and websocket subprotocol."""
+        return self.cookies.get("_streamlit_xsrf", "")
+
+    @property
+    def backend(self) -> str:
+        """The process this session is stuck to behind deploy/serve.py's nginx ("" if direct)."""
+        return self.cookies.get(BACKEND_COOKIE, "")
+
+    def _keep_cookies(self, headers) -> None:
+        for header in headers or []:
+            name, _, value = header.split(";")[0].strip().partition("=")
+            if name:
+                self.cookies[name] = value
+
+    def _cookie_header(self) -> str:
+        return "; ".join(f"{k}={v}" for k, v in self.cookies.items())
 
     @staticmethod
     def _state(widget_id: str, **value):
@@ -242,21 +314,26 @@ class ProtocolSession:
             if kind == "finished":
                 return
 
-    def _http(self, method: str, path: str, body: bytes = b"", content_type: str = "") -> int:
+    def _http(self, method: str, path: str, body: bytes = b"", content_type: str = "",
+              timeout: float | None = None) -> int:
         import urllib.request
-        headers = {"X-Xsrftoken": self.xsrf, "Cookie": f"_streamlit_xsrf={self.xsrf}"}
+        headers = {"Cookie": self._cookie_header()}
+        if self.xsrf:
+            headers["X-Xsrftoken"] = self.xsrf
         if content_type:
             headers["Content-Type"] = content_type
         url = path if path.startswith("http") else self.url + path
         request = urllib.request.Request(url, data=body or None, method=method, headers=headers)
-        with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout or self.timeout) as resp:
             resp.read()
+            self._keep_cookies(resp.headers.get_all("Set-Cookie"))
             return resp.status
 
     async def read_digit(self, png: bytes, want: str) -> str:
         """Upload `png` as the browser does and wait for the reading; returns "ok" or why not."""
-        from streamlit.proto.BackMsg_pb2 import BackMsg
         import uuid
+
+        from streamlit.proto.BackMsg_pb2 import BackMsg
 
         while not self.events.empty():  # leftovers of the previous, interrupted run
             self.events.get_nowait()
@@ -325,41 +402,45 @@ async def protocol_session(n: int, client: ProtocolSession, pngs, deadline: floa
             stats.error(outcome)
             continue
         stats.times.append(time.perf_counter() - start)
+        stats.answered_by[client.backend] = stats.answered_by.get(client.backend, 0) + 1
         try:
             await client.fetch_media()  # the rest of the page, as the browser would load it
         except Exception as e:  # noqa: BLE001
             stats.error(f"page did not finish: {type(e).__name__}")
 
 
-async def run_protocol(args, url: str, pngs, server_pid: int) -> dict:
+async def run_protocol(args, url: str, pngs, servers: Servers, proxy: Servers) -> dict:
     stats = Stats()
-    figures = {"rss_start": rss_mb(server_pid)}
+    figures = {"rss_start": servers.rss()}
     clients = [ProtocolSession(url, args.timeout) for _ in range(args.sessions)]
     await clients[0].open()  # warm-up: the server loads TensorFlow and the model
     results = await asyncio.gather(*(c.open() for c in clients[1:]), return_exceptions=True)
-    opened = [clients[0]] + [c for c, r in zip(clients[1:], results)
+    opened = [clients[0]] + [c for c, r in zip(clients[1:], results, strict=True)
                              if not isinstance(r, BaseException)]
     for r in results:
         if isinstance(r, BaseException):
             stats.error(f"session did not open: {type(r).__name__}: {r}")
     stats.sessions_ready = len(opened)
+    for c in opened:
+        stats.sessions_on[c.backend] = stats.sessions_on.get(c.backend, 0) + 1
     try:
-        figures["rss_warm"] = rss_mb(server_pid)
+        figures["rss_warm"] = servers.rss()
         figures["load_before"] = load_average()
-        cpu = cpu_seconds(server_pid)
+        cpu, proxy_cpu = servers.cpu(), proxy.cpu()
         began = time.monotonic()
         await asyncio.gather(*(protocol_session(i, c, pngs, began + args.seconds, args.think,
                                                 stats) for i, c in enumerate(opened)))
         figures["elapsed"] = time.monotonic() - began
-        figures["server_cpu"] = cpu_seconds(server_pid) - cpu
+        figures["server_cpu"] = Servers.cpu_between(cpu, servers.cpu())
+        figures["proxy_cpu"] = Servers.cpu_between(proxy_cpu, proxy.cpu())
         figures["load_after"] = load_average()
-        figures["rss_end"] = rss_mb(server_pid)
+        figures["rss_end"] = servers.rss()
     finally:
         for c in clients:
             if hasattr(c, "ws"):
                 await c.close()
     await asyncio.sleep(3)  # sessions are dropped when their sockets close
-    figures["rss_closed"] = rss_mb(server_pid)
+    figures["rss_closed"] = servers.rss()
     figures["stats"] = stats
     return figures
 
@@ -435,11 +516,11 @@ def pin_process(pid: int, cpus: set[int]) -> None:
             pass  # a thread that just ended
 
 
-async def run(args, url: str, pngs, server_pid: int, chromium: Path) -> dict:
+async def run(args, url: str, pngs, servers: Servers, proxy: Servers, chromium: Path) -> dict:
     from playwright.async_api import async_playwright
 
     stats, timeout_ms = Stats(), int(args.timeout * 1000)
-    figures = {"rss_start": rss_mb(server_pid)}
+    figures = {"rss_start": servers.rss()}
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS,
                                            headless=True)
@@ -453,30 +534,32 @@ async def run(args, url: str, pngs, server_pid: int, chromium: Path) -> dict:
                 if isinstance(r, BaseException):
                     stats.error(f"session did not open: {type(r).__name__}")
             stats.sessions_ready = len(opened)
-            figures["rss_warm"] = rss_mb(server_pid)
+            figures["rss_warm"] = servers.rss()
             if args.pin:
-                pin_process(server_pid, SERVER_CPUS)  # again: TensorFlow started its threads
+                for pid in servers.pids():  # again: TensorFlow started its threads
+                    pin_process(pid, SERVER_CPUS)
             figures["load_before"] = load_average()
-            cpu = cpu_seconds(server_pid)
+            cpu, proxy_cpu = servers.cpu(), proxy.cpu()
             began = time.monotonic()
             deadline = began + args.seconds
             await asyncio.gather(*(session(i, page, pngs, deadline, timeout_ms, args.think, stats)
                                    for i, (_, page) in enumerate(opened)))
             figures["elapsed"] = time.monotonic() - began
-            figures["server_cpu"] = cpu_seconds(server_pid) - cpu
+            figures["server_cpu"] = Servers.cpu_between(cpu, servers.cpu())
+            figures["proxy_cpu"] = Servers.cpu_between(proxy_cpu, proxy.cpu())
             figures["load_after"] = load_average()
-            figures["rss_end"] = rss_mb(server_pid)
+            figures["rss_end"] = servers.rss()
             for context, _ in opened:
                 await context.close()
         finally:
             await browser.close()
     await asyncio.sleep(3)  # sessions are dropped when their sockets close
-    figures["rss_closed"] = rss_mb(server_pid)
+    figures["rss_closed"] = servers.rss()
     figures["stats"] = stats
     return figures
 
 
-def report(args, figures: dict) -> None:
+def report(args, figures: dict, served_by: str) -> None:
     stats: Stats = figures["stats"]
     times = sorted(stats.times)
     n_err = sum(stats.errors.values())
@@ -484,9 +567,17 @@ def report(args, figures: dict) -> None:
     def pct(p):
         return times[min(len(times) - 1, int(round(p / 100 * (len(times) - 1))))] if times else float("nan")
 
+    def known(x: float, fmt: str) -> str:
+        return "n/a" if x != x else format(x, fmt)  # nan: no server process known
+
     how = ("one Chromium, one context each" if args.client == "browser" else
            "Streamlit protocol clients: websocket + HTTP uploads")
+    print(f"server          {served_by}")
     print(f"sessions        {stats.sessions_ready} of {args.sessions} ({how})")
+    if any(stats.sessions_on):
+        print("  per process   " + ", ".join(
+            f"{b or 'no cookie'}: {n} sessions, {stats.answered_by.get(b, 0)} answers"
+            for b, n in sorted(stats.sessions_on.items())))
     print(f"duration        {figures.get('elapsed', 0):.0f} s of load, {args.think:g} s between "
           "a session's requests"
           + (f", browsers at nice {args.nice}" if args.client == "browser" else "")
@@ -502,29 +593,48 @@ def report(args, figures: dict) -> None:
         print(f"  of which      the server's own preparing + model time: p50 "
               f"{ms[len(ms) // 2]:.0f} ms, p95 {ms[int(0.95 * (len(ms) - 1))]:.0f} ms (the "
               "rest: upload, rerun scheduling, transfer and the browser's rendering)")
-    print(f"server CPU      {figures.get('server_cpu', float('nan')):.0f} s of CPU during the "
-          f"load ({figures.get('server_cpu', 0) / max(figures.get('elapsed', 1), 1e-9):.2f} cores "
-          "on average)")
-    print(f"server RSS      start {figures['rss_start']:.0f} MB, after warm-up "
-          f"{figures.get('rss_warm', float('nan')):.0f} MB, end of load "
-          f"{figures.get('rss_end', float('nan')):.0f} MB, sessions closed "
-          f"{figures.get('rss_closed', float('nan')):.0f} MB")
-    print(f"                growth during the load {figures.get('rss_end', 0) - figures.get('rss_warm', 0):+.0f} MB, "
-          f"from start {figures.get('rss_end', 0) - figures['rss_start']:+.0f} MB")
+    cpu, elapsed = figures.get("server_cpu", float("nan")), max(figures.get("elapsed", 1), 1e-9)
+    proxy_cpu = figures.get("proxy_cpu", float("nan"))
+    print(f"server CPU      {known(cpu, '.0f')} s of CPU during the load "
+          f"({known(cpu / elapsed, '.2f')} cores on average"
+          + ("" if proxy_cpu != proxy_cpu else f"; nginx {proxy_cpu:.1f} s") + ")")
+    rss = {k: known(figures.get(k, float("nan")), ".0f") for k in
+           ("rss_start", "rss_warm", "rss_end", "rss_closed")}
+    print(f"server RSS      start {rss['rss_start']} MB, after warm-up {rss['rss_warm']} MB, end "
+          f"of load {rss['rss_end']} MB, sessions closed {rss['rss_closed']} MB (all server "
+          "processes together)")
+    grow = figures.get("rss_end", float("nan")) - figures.get("rss_warm", float("nan"))
+    print(f"                growth during the load {known(grow, '+.0f')} MB, from start "
+          f"{known(figures.get('rss_end', float('nan')) - figures['rss_start'], '+.0f')} MB")
     print(f"load average    {figures.get('load_before', '?')} before, "
           f"{figures.get('load_after', '?')} after ({os.cpu_count()} CPUs, shared by the "
           "server, the clients and anything else running)")
 
 
+def smoke(url: str, home: Path, sessions: int = 4, seconds: float = 5.0, think: float = 0.5,
+          timeout: float = 60.0) -> dict:
+    """A short load through a running deployment (the suite's smoke test): `sessions` protocol
+    clients read digits for `seconds`. Returns the figures; `figures["stats"]` holds the
+    errors and, behind deploy/serve.py, the sessions per process (`sessions_on`). Digits are
+    checked against the best model of the run store `home` first."""
+    args = argparse.Namespace(sessions=sessions, seconds=seconds, think=think, timeout=timeout)
+    none = Servers(list)
+    return asyncio.run(run_protocol(args, url.rstrip("/"), digit_pngs(Path(home)), none, none))
+
+
+SMOKE = dict(sessions=4, seconds=5.0, think=0.5, timeout=60.0)  # --smoke's defaults
+DEFAULTS = dict(sessions=10, seconds=120.0, think=0.0, timeout=20.0)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sessions", type=int, default=10, help="concurrent sessions (<= 50)")
-    parser.add_argument("--seconds", type=float, default=120, help="load duration (<= 1800)")
-    parser.add_argument("--timeout", type=float, default=20, help="seconds before a request fails")
+    parser.add_argument("--sessions", type=int, help="concurrent sessions (<= 50; default 10)")
+    parser.add_argument("--seconds", type=float, help="load duration (<= 1800; default 120)")
+    parser.add_argument("--timeout", type=float, help="seconds before a request fails (default 20)")
     parser.add_argument("--client", choices=("protocol", "browser"), default="protocol",
                         help="protocol: Streamlit's websocket protocol, cheap (default); "
                              "browser: one Chromium context per session")
-    parser.add_argument("--think", type=float, default=0.0,
+    parser.add_argument("--think", type=float,
                         help="seconds a session waits between requests (default 0: back to back)")
     parser.add_argument("--nice", type=int, default=10,
                         help="--client browser: CPU niceness of Chromium (default 10; it "
@@ -532,40 +642,75 @@ def main() -> int:
     parser.add_argument("--pin", action="store_true",
                         help="server on CPU 0 only, browsers and this client on the others "
                              "(they cannot take the server's core; needs 2+ CPUs)")
-    parser.add_argument("--home", help="run store to serve (default: a new empty one)")
+    parser.add_argument("--home", help="run store to serve (default: a new empty one); with "
+                                       "--url, the store whose best model checks the digits")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--url", help="drive this running deployment (e.g. `make serve`'s "
+                                     "http://127.0.0.1:8501) instead of starting a server")
+    where.add_argument("--serve-workers", type=int, metavar="N",
+                       help="start deploy/serve.py with N workers behind nginx and drive it")
+    parser.add_argument("--server-pid", type=int, action="append", default=[],
+                        help="with --url: a local server process to measure CPU and memory of "
+                             "(repeatable; e.g. the pids in deploy/serve.py's serve.json)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a short check: 4 sessions, 5 s, 0.5 s apart, unless given")
     args = parser.parse_args()
+    for name, value in (SMOKE if args.smoke else DEFAULTS).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if not 1 <= args.sessions <= MAX_SESSIONS or not 0 < args.seconds <= MAX_SECONDS:
         parser.error(f"--sessions must be 1..{MAX_SESSIONS} and --seconds 0..{MAX_SECONDS}")
+    if args.serve_workers is not None and not 1 <= args.serve_workers <= 16:
+        parser.error("--serve-workers must be 1..16")
     if args.client == "browser" and not CHROMIUM.exists():
         parser.error(f"{CHROMIUM} not found (Debian package `chromium`)")
 
     with tempfile.TemporaryDirectory(prefix="digitrec-load-") as tmp:
         home = Path(args.home) if args.home else Path(tmp) / "runs"
         pngs = digit_pngs(home)
-        print(f"{len(pngs)} test digits ready; starting the server (DIGITREC_HOME={home})",
-              flush=True)
-        server = start_app(Path(tmp) / "streamlit.log", {"DIGITREC_HOME": str(home)},
-                           timeout=240)
+        proxy = Servers(list)
+        if args.url:
+            url, served_by = args.url.rstrip("/"), f"the deployment at {args.url}"
+            servers, stop, log = Servers(lambda: args.server_pid), (lambda: None), (lambda: "")
+            print(f"{len(pngs)} test digits ready; driving {url}", flush=True)
+        elif args.serve_workers:
+            print(f"{len(pngs)} test digits ready; starting deploy/serve.py with "
+                  f"{args.serve_workers} workers (DIGITREC_HOME={home})", flush=True)
+            deployment = launch.start(args.serve_workers, Path(tmp) / "serve", home)
+            url = deployment.url
+            served_by = (f"{args.serve_workers} streamlit process"
+                         f"{'es' if args.serve_workers > 1 else ''} behind nginx "
+                         f"(deploy/serve.py), {url}")
+            servers, proxy = Servers(deployment.worker_pids), Servers(deployment.nginx_pids)
+            stop, log = deployment.stop, deployment.log
+        else:
+            print(f"{len(pngs)} test digits ready; starting the server (DIGITREC_HOME={home})",
+                  flush=True)
+            server = start_app(Path(tmp) / "streamlit.log", {"DIGITREC_HOME": str(home)},
+                               timeout=240)
+            url, served_by = server.url, f"one streamlit process (as `make run`), {server.url}"
+            servers, stop, log = Servers(lambda: [server.process.pid]), server.stop, server.log
         try:
-            print(f"server {server.url} (pid {server.process.pid}); opening {args.sessions} "
-                  f"sessions, then {args.seconds:.0f} s of uploads", flush=True)
+            print(f"{served_by}; opening {args.sessions} sessions, then {args.seconds:.0f} s "
+                  "of uploads", flush=True)
             client_cpus = None
             if args.pin:
                 client_cpus = set(os.sched_getaffinity(0)) - SERVER_CPUS
-                pin_process(server.process.pid, SERVER_CPUS)
+                for pid in servers.pids():
+                    pin_process(pid, SERVER_CPUS)
                 pin_process(os.getpid(), client_cpus)  # this client (and the driver it starts)
             chromium = client_chromium(Path(tmp), args.nice, client_cpus)
             if args.client == "protocol":
-                figures = asyncio.run(run_protocol(args, server.url, pngs, server.process.pid))
+                figures = asyncio.run(run_protocol(args, url, pngs, servers, proxy))
             else:
-                figures = asyncio.run(run(args, server.url, pngs, server.process.pid, chromium))
+                figures = asyncio.run(run(args, url, pngs, servers, proxy, chromium))
         finally:
-            server.stop()
-            log = server.log()
-        report(args, figures)
-        tracebacks = log.count("Traceback")
+            stop()
+            text = log()
+        report(args, figures, served_by)
+        tracebacks = text.count("Traceback")
         if tracebacks:
-            print(f"server log: {tracebacks} traceback(s); last lines:\n{log[-1500:]}")
+            print(f"server log: {tracebacks} traceback(s); last lines:\n{text[-1500:]}")
     return 0 if not figures["stats"].errors else 1
 
 
