@@ -16,7 +16,6 @@ import json
 import pytest
 
 from digitrec.__main__ import main
-from digitrec.files import read_json, write_json
 from digitrec.runs import RunStore
 from digitrec.training import TrainConfig, train
 
