@@ -410,6 +410,12 @@ async def protocol_session(n: int, client: ProtocolSession, pngs, deadline: floa
 
 
 async def run_protocol(args, url: str, pngs, servers: Servers, proxy: Servers) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    # The HTTP requests (uploads, images) run in threads: enough of them that no session waits
+    # for another's (the default pool has cpu_count + 4 threads: 6 here, for up to 50 sessions).
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=2 * args.sessions + 4, thread_name_prefix="load-http"))
     stats = Stats()
     figures = {"rss_start": servers.rss()}
     clients = [ProtocolSession(url, args.timeout) for _ in range(args.sessions)]

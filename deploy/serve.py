@@ -241,7 +241,11 @@ def _tail(path: Path, chars: int = 2000) -> str:
 def build(args, run_dir: Path) -> Supervisor:
     """The children for `args`: the workers, then (unless --no-proxy) nginx."""
     home = Path(args.home or os.environ.get("DIGITREC_HOME") or ROOT / "runs").resolve()
-    secret = os.environ.get("STREAMLIT_SERVER_COOKIE_SECRET") or secrets.token_hex(32)
+    secret = os.environ.get("STREAMLIT_SERVER_COOKIE_SECRET")
+    if not secret and (args.remote or args.no_proxy):
+        print("digitrec serve: warning: STREAMLIT_SERVER_COOKIE_SECRET is not set; workers on "
+              "other machines need the same secret as these", flush=True)
+    secret = secret or secrets.token_hex(32)
     env = {**os.environ, "DIGITREC_HOME": str(home), "STREAMLIT_SERVER_COOKIE_SECRET": secret}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.first_worker_port:
