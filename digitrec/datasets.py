@@ -24,14 +24,12 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from digitrec.files import atomic_write_bytes
+
 SPLITS = ("train", "test")
 EMBEDDED_DIR = Path(__file__).parent / "data"
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
 MAX_IDX_BYTES = 200_000_000  # no real digit set is near this; refuse before allocating
-# mkstemp creates files 0600; written files should get the usual mode (0666 minus the umask) so a
-# run store or cache can be shared. Read once: os.umask can only be read by setting it.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 class DatasetError(ValueError):
@@ -232,22 +230,6 @@ def locate(name: str, split: str, data_dir: Path | str | None = None, download: 
     looked = "\n".join(f"  - {desc}: {folder}" for desc, folder in places)
     raise DatasetError(f"{info.title}: files {', '.join(wanted)} not found. Looked in:\n{looked}\n"
                        f"To get them: {info.how_to_get}.")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then os.replace: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def download_file(info: DatasetInfo, fname: str, target_dir: Path,

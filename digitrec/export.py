@@ -59,7 +59,8 @@ from pathlib import Path
 import numpy as np
 
 from digitrec import transfer
-from digitrec.datasets import atomic_write_bytes, load_dataset
+from digitrec.datasets import load_dataset
+from digitrec.files import atomic_write_bytes
 from digitrec.runs import Run, RunError, RunStore
 
 FORMATS = ("zip", "tflite", "onnx", "savedmodel")

@@ -46,8 +46,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from digitrec import jobs
-from digitrec.datasets import atomic_write_bytes
+from digitrec import worker
+from digitrec.files import atomic_write_bytes
 from digitrec.runs import RUN_FILES, RUN_ID_RE, Run, RunError, RunStore, inspect_run
 
 MAX_ARCHIVE_BYTES = 50_000_000  # the zip as uploaded; the dashboard's own limit is lower
@@ -483,7 +483,7 @@ def _move_into_place(tmp: Path, target: Path, run_id: str) -> bool:
     if info.status == "complete":  # another import or a training finished meanwhile
         shutil.rmtree(tmp, ignore_errors=True)
         return False
-    lock = jobs.acquire_worker_lock(target)
+    lock = worker.acquire_worker_lock(target)
     if lock is None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise RunError(f"run {run_id} is being trained right now; wait for it to finish (or "

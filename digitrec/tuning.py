@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from digitrec.datasets import DATASETS
+from digitrec.files import read_json
 
 if TYPE_CHECKING:
     from digitrec.tuning_results import SearchResult
@@ -278,7 +279,7 @@ def read_config(project, root=None) -> SearchConfig:
         return project
     folder = _folder(project, root)
     try:
-        return SearchConfig.from_dict(_read_json(folder / "search.json"))
+        return SearchConfig.from_dict(read_json(folder / "search.json"))
     except (OSError, ValueError) as e:
         raise TuningError(f"{folder} is not a readable search folder (search.json: {e}); "
                           "start the search again from its settings") from None
@@ -290,17 +291,6 @@ def _family(folder: Path) -> str | None:
         return read_config(folder).family
     except TuningError:
         return None
-
-
-def _read_json(path: Path):
-    with open(path, "rb") as fh:
-        return json.loads(fh.read().decode("utf-8"))
-
-
-def write_json(path: Path, data) -> None:
-    """Atomic JSON write (temp file + os.replace), as the run store writes."""
-    from digitrec.runs import write_json as _write
-    _write(Path(path), data)
 
 
 class SearchListener(Protocol):

@@ -31,7 +31,8 @@ from keras_tuner.src import utils as kt_utils
 from keras_tuner.src.engine import metrics_tracking
 
 from digitrec import models
-from digitrec.datasets import DATASETS, atomic_write_bytes
+from digitrec.datasets import DATASETS
+from digitrec.files import atomic_write_bytes
 from digitrec.fused_bn import use_fused_batch_norm
 from digitrec.tuning import (CURVE_KEYS, OBJECTIVE, PROJECT, SearchCancelled, SearchConfig,
                              TuningError, clean_values, declare_space, search_data)

@@ -2,11 +2,11 @@
 Imports no TensorFlow until a search actually runs (the engine is `digitrec.tuning_engine`).
 
     result = run_search(config)           # foreground; resumes; a finished search returns at once
-    job = submit_search(config)           # background worker (`python -m digitrec.tuning_jobs`)
+    job = submit_search(config)           # background worker (digitrec.worker runs work() below)
     job.progress()                        # {"status": "running", "done": 3, "trials": 20, "eta": 41.0, ...}
     job.cancel(); job.wait(timeout=60)    # the worker stops within a batch; finished trials stay
 
-Locks follow `digitrec.jobs` (fcntl.flock, dropped by the OS when a process dies): the search
+Locks, job.json, the cancel flag and the worker process are `digitrec.worker`'s: the search
 folder's ``.worker.lock`` is held by the one process running the search (local, background
 worker, or a distributed chief), ``.submit.lock`` around check-and-spawn. A second caller
 attaches to the running search instead of starting another. Cancelling writes ``.cancel``.
@@ -21,25 +21,27 @@ Hyperband, which continues trials from saved weights).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import socket
-import subprocess
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
 
-from digitrec.datasets import atomic_write_bytes
-from digitrec.jobs import (CANCEL_FILE, LOG_FILE, SUBMIT_LOCK, held_lock, acquire_worker_lock,
-                           read_job_file)
-from digitrec.tuning import (OBJECTIVE, PROJECT, TUNING_DIR, SearchCancelled, SearchConfig,
-                             TuningError, read_config, search_dir, write_json)
-from digitrec.tuning import store_root as _store_root
+from digitrec import worker
+from digitrec.files import read_json, read_json_object, write_json
+from digitrec.tuning import (
+    OBJECTIVE,
+    PROJECT,
+    SearchCancelled,
+    SearchConfig,
+    TuningError,
+    read_config,
+    search_dir,
+)
 from digitrec.tuning_results import SearchResult, load_result, read_project, search_status
+from digitrec.worker import CANCEL_FILE, read_job_file
 
+MODULE = "digitrec.tuning_jobs"  # what a background worker runs: work(folder) below
 WRITE_INTERVAL = 0.5     # seconds between job.json writes within a trial
 ENV_KEYS = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
@@ -58,7 +60,7 @@ def _call(listener, name: str, *args):
 
 # --- progress -----------------------------------------------------------------------------------
 
-class SearchProgress:
+class SearchProgress(worker.JobProgress):
     """The engine's progress sink: mirrors progress into job.json, forwards it to a
     SearchListener, and reads the cancel flag.
 
@@ -68,50 +70,33 @@ class SearchProgress:
     """
 
     def __init__(self, folder: Path, config: SearchConfig, listener=None, role: str = "local"):
-        self.folder, self.config, self.listener, self.role = folder, config, listener, role
-        now = time.time()
+        self.config, self.role = config, role
         self.messages: list[str] = []
-        self.state = dict(key=config.key(), status="running", phase="loading", role=role,
-                          pid=os.getpid(), host=socket.gethostname(), started=now, updated=now,
-                          elapsed=0.0, eta=None, trials=config.max_trials, done=0, trial=None,
-                          trial_id=None, hyperparameters={}, epoch=0, epochs=None, logs={},
-                          best_score=None, best_trial_id=None, best_hyperparameters={},
-                          last_trial=None, objective=OBJECTIVE, info={}, error=None, messages=[])
         self._session_done = 0
-        self._last_write = 0.0
-        self.write()
-
-    def write(self, force: bool = True) -> None:
-        now = time.time()
-        if self.role == "worker" or (not force and now - self._last_write < WRITE_INTERVAL):
-            return
-        self.state.update(updated=now, elapsed=round(now - self.state["started"], 3))
-        try:
-            atomic_write_bytes(self.folder / "job.json",
-                               json.dumps(self.state, indent=1, default=str).encode("utf-8"))
-        except OSError:
-            pass  # progress is best effort; the project's own files carry the results
-        self._last_write = now
-
-    def should_stop(self) -> bool:
-        return (self.folder / CANCEL_FILE).exists() or bool(_call(self.listener, "should_stop"))
+        super().__init__(folder, dict(key=config.key(), phase="loading", role=role,
+                                      trials=config.max_trials, done=0, trial=None,
+                                      trial_id=None, hyperparameters={}, epoch=0, epochs=None,
+                                      logs={}, best_score=None, best_trial_id=None,
+                                      best_hyperparameters={}, last_trial=None,
+                                      objective=OBJECTIVE, info={}, messages=[]),
+                         listener, WRITE_INTERVAL, writes=role != "worker")
 
     def message(self, text: str) -> None:
         self.messages.append(text)
         self.state["messages"] = list(self.messages)
         self.write()
-        _call(self.listener, "on_message", text)
+        self.forward("on_message", text)
 
     def begin(self, info: dict) -> None:
         self.state.update(phase="searching", done=info.get("done", 0), info=dict(info))
         self.write()
-        _call(self.listener, "on_search_begin", dict(info, path=str(self.folder)))
+        self.forward("on_search_begin", dict(info, path=str(self.folder)))
 
     def trial_begin(self, trial_id: str, values: dict, epochs: int, done: int) -> None:
         self.state.update(trial=done + 1, trial_id=trial_id, hyperparameters=values, epoch=0,
                           epochs=epochs, logs={}, done=done)
         self.write()
-        _call(self.listener, "on_trial_begin", dict(trial_id=trial_id, number=done + 1,
+        self.forward("on_trial_begin", dict(trial_id=trial_id, number=done + 1,
                                                     trials=self.config.max_trials,
                                                     hyperparameters=values, epochs=epochs))
 
@@ -119,7 +104,7 @@ class SearchProgress:
         self.state["epoch"] = self.state["epoch"] + 1
         self.state["logs"] = dict(logs)
         self.write(force=False)
-        _call(self.listener, "on_epoch_end", dict(trial_id=trial_id, epoch=epoch + 1,
+        self.forward("on_epoch_end", dict(trial_id=trial_id, epoch=epoch + 1,
                                                   epochs=self.state["epochs"], logs=dict(logs)))
 
     def trial_end(self, info: dict) -> None:
@@ -139,11 +124,8 @@ class SearchProgress:
                           last_trial={k: info[k] for k in ("trial_id", "status", "score", "seconds",
                                                            "number")})
         self.write()
-        _call(self.listener, "on_trial_end", info)
+        self.forward("on_trial_end", info)
 
-    def finish(self, status: str, error: str | None = None) -> None:
-        self.state.update(status=status, phase="done", error=error, eta=None)
-        self.write()
 
 
 # --- running in this process ----------------------------------------------------------------
@@ -184,7 +166,7 @@ def repair_project(folder: Path, progress: SearchProgress) -> list:
             "be read were carried over and will not be trained again; the rest of the search "
             "runs again.")
     try:
-        notes = json.loads((folder / "recovery.json").read_text())
+        notes = read_json(folder / "recovery.json")
         notes = notes if isinstance(notes, list) else []
     except (OSError, ValueError):
         notes = []
@@ -250,12 +232,11 @@ def run_search(config: SearchConfig, store_root=None, listener=None,
         return load_result(folder, seconds=time.perf_counter() - started)
     if role == "worker":  # many workers share a search; the chief holds its lock
         return _execute(config, folder, listener, role, started)
-    with held_lock(folder / SUBMIT_LOCK):
-        if search_status(folder)[0] == "complete":
-            return load_result(folder, seconds=time.perf_counter() - started)
-        fd = acquire_worker_lock(folder)
-        if fd is not None:
-            (folder / CANCEL_FILE).unlink(missing_ok=True)  # an old request, not for this run
+    # An old cancel request is not for this run: dropped once the search is ours.
+    origin, fd = worker.claim(folder, lambda: search_status(folder)[0] == "complete",
+                              lambda: worker.clear_cancel(folder))
+    if origin == "cached":
+        return load_result(folder, seconds=time.perf_counter() - started)
     if fd is None:
         _call(listener, "on_message", f"search {config.key()} is already running in another "
                                       "process; waiting for it")
@@ -314,7 +295,7 @@ class SearchJob:
                      cancel_requested=(self.path / CANCEL_FILE).exists())
         if status == "complete":
             try:
-                summary = json.loads((self.path / "summary.json").read_text())
+                summary = read_json(self.path / "summary.json")
                 state.update(done=summary.get("trials"), best_score=summary.get("best_score"),
                              best_trial_id=summary.get("best_trial_id"),
                              best_hyperparameters=summary.get("best_hyperparameters"))
@@ -333,7 +314,7 @@ class SearchJob:
         if self.status() != "running":
             return False
         try:
-            atomic_write_bytes(self.path / CANCEL_FILE, b"cancel\n")
+            worker.request_cancel(self.path)
         except OSError as e:
             raise TuningError(f"cannot cancel search {self.key}: {e.strerror or e}") from None
         return True
@@ -341,23 +322,19 @@ class SearchJob:
     def wait(self, timeout: float | None = None, poll: float = 0.5, listener=None) -> str:
         """Block until the search is no longer running (or `timeout` seconds); return the
         status. A listener's on_trial_end hears of each trial finished meanwhile."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        seen = read_job_file(self.path).get("last_trial")  # report only trials ending from now
-        while True:
-            status = self.status()
-            if listener is not None:
-                last = read_job_file(self.path).get("last_trial")
-                if last and last != seen:
-                    seen = last
-                    state = read_job_file(self.path)
-                    _call(listener, "on_trial_end", dict(
-                        last, done=state.get("done"), trials=state.get("trials"),
-                        best_score=state.get("best_score"),
-                        best_trial_id=state.get("best_trial_id"),
-                        elapsed=state.get("elapsed"), eta=state.get("eta")))
-            if status != "running" or (deadline is not None and time.monotonic() >= deadline):
-                return status
-            time.sleep(poll)
+        seen = [read_job_file(self.path).get("last_trial")]  # report only trials ending from now
+
+        def report() -> None:
+            state = read_job_file(self.path)
+            last = state.get("last_trial")
+            if last and last != seen[0]:
+                seen[0] = last
+                _call(listener, "on_trial_end", dict(
+                    last, done=state.get("done"), trials=state.get("trials"),
+                    best_score=state.get("best_score"), best_trial_id=state.get("best_trial_id"),
+                    elapsed=state.get("elapsed"), eta=state.get("eta")))
+
+        return worker.wait(self.status, timeout, poll, report if listener is not None else None)
 
     def result(self) -> SearchResult:
         """The SearchResult of a complete search (TuningError otherwise); trained, seconds
@@ -365,26 +342,10 @@ class SearchJob:
         status, reason = search_status(self.path)
         if status != "complete":
             raise TuningError(f"search {self.key} is {status}" + (f": {reason}" if reason else ""))
-        try:
-            summary = json.loads((self.path / "summary.json").read_text())
-        except (OSError, ValueError):
-            summary = {}
+        summary = read_json_object(self.path / "summary.json")
         return load_result(self.path, trained=int(summary.get("trained") or 0),
                            seconds=float(summary.get("seconds") or 0.0),
                            messages=tuple(summary.get("messages") or ()))
-
-
-def _spawn(root: Path, key: str, lock_fd: int, folder: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}  # always a local search
-    package_parent = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with open(folder / LOG_FILE, "wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "digitrec.tuning_jobs", "--root", str(root),
-             "--key", key, "--lock-fd", str(lock_fd)],
-            pass_fds=(lock_fd,), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=env, start_new_session=True)  # a Ctrl-C in the terminal spares it
 
 
 def submit_search(config: SearchConfig, store_root=None) -> SearchJob:
@@ -392,72 +353,35 @@ def submit_search(config: SearchConfig, store_root=None) -> SearchJob:
     attach to what exists. Returns at once: a SearchJob that is "cached" (already complete),
     "attached" (someone is running it) or "started". Submitting an interrupted or cancelled
     search again resumes it."""
-    root = _store_root(store_root)
-    folder = search_dir(config, root)
+    folder = search_dir(config, store_root)
     _prepare_folder(folder, config)
-    if search_status(folder)[0] == "complete":
-        return SearchJob(config, folder, "cached")
-    with held_lock(folder / SUBMIT_LOCK):
-        if search_status(folder)[0] == "complete":
-            return SearchJob(config, folder, "cached")
-        fd = acquire_worker_lock(folder)
-        if fd is None:
-            return SearchJob(config, folder, "attached")
-        try:
-            (folder / CANCEL_FILE).unlink(missing_ok=True)
-            now = time.time()
-            write_json(folder / "job.json", dict(
-                key=config.key(), status="queued", phase="queued", role="local", pid=None,
-                started=now, updated=now, elapsed=0.0, eta=None, trials=config.max_trials,
-                done=0, best_score=None, error=None, messages=[]))
-            process = _spawn(root, config.key(), fd, folder)
-        finally:
-            os.close(fd)  # the worker holds its own copy of the locked descriptor
-    threading.Thread(target=process.wait, name=f"digitrec-search-{config.key()}",
-                     daemon=True).start()  # reap it: no zombies in a long-lived server
-    return SearchJob(config, folder, "started", process)
+
+    def queue() -> None:
+        worker.clear_cancel(folder)
+        now = time.time()
+        worker.write_job_file(folder, dict(
+            key=config.key(), status="queued", phase="queued", role="local", pid=None,
+            started=now, updated=now, elapsed=0.0, eta=None, trials=config.max_trials,
+            done=0, best_score=None, error=None, messages=[]))
+
+    # The worker always runs a local search: keras-tuner's distributed variables are dropped.
+    origin, process = worker.start(folder, MODULE, lambda: search_status(folder)[0] == "complete",
+                                   queue, drop_env=ENV_KEYS)
+    return SearchJob(config, folder, origin, process)
 
 
-def worker_main(args) -> int:
-    """The background worker: run one prepared search folder. Started by submit_search."""
-    import fcntl
-    folder = _store_root(args.root) / TUNING_DIR / args.key
-    if args.lock_fd is None:
-        lock_fd = acquire_worker_lock(folder)
-        if lock_fd is None:
-            print(f"search {args.key} is already running", file=sys.stderr)
-            return 2
-    else:
-        lock_fd = args.lock_fd
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # already ours; this only checks
-    state = read_job_file(folder)
-    state.update(status="running", phase="starting", pid=os.getpid(), host=socket.gethostname())
-    write_json(folder / "job.json", state)
+def work(folder: Path) -> int:
+    """Run the prepared search folder `folder` (a background worker's job; see digitrec.worker).
+    Returns the worker's exit status: 0 complete, 1 failed, 3 cancelled."""
+    folder = Path(folder)
     try:
         config = read_config(folder)
         _execute(config, folder, role="local")
     except SearchCancelled:
-        print(f"search {args.key}: cancelled", file=sys.stderr)
-        return 3
+        print(f"search {folder.name}: cancelled", file=sys.stderr)
+        return worker.EXIT_CANCELLED
     except Exception:
         traceback.print_exc()  # into worker.log; job.json holds the one-line error
-        return 1
-    print(f"search {args.key}: complete", file=sys.stderr)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Worker entry point: ``python -m digitrec.tuning_jobs --root R --key K [--lock-fd N]``."""
-    parser = argparse.ArgumentParser(prog="python -m digitrec.tuning_jobs",
-                                     description="digitrec background search worker")
-    parser.add_argument("--root", required=True, help="run store folder")
-    parser.add_argument("--key", required=True, help="search key (folder under tuning/)")
-    parser.add_argument("--lock-fd", type=int, default=None,
-                        help="descriptor of the already-held worker lock (from submit_search)")
-    return worker_main(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    # Run the importable module's code (not this __main__ copy), so classes are shared.
-    from digitrec.tuning_jobs import main as _main
-    sys.exit(_main())
+        return worker.EXIT_FAILED
+    print(f"search {folder.name}: complete", file=sys.stderr)
+    return worker.EXIT_OK

@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 
 from digitrec import models
+from digitrec.files import read_json
+from digitrec.worker import read_job_file, worker_alive
 from digitrec.tuning import (CURVE_KEYS, OBJECTIVE, PROJECT, TUNING_DIR, SearchConfig,
-                             TuningError, _family, _folder, _read_json, clean_values,
+                             TuningError, _family, _folder, clean_values,
                              read_config, store_root)
 
 
@@ -66,7 +68,7 @@ def read_project(path: Path) -> ProjectState:
     oracle_file = state.path / "oracle.json"
     if oracle_file.exists():
         try:
-            oracle = _read_json(oracle_file)
+            oracle = read_json(oracle_file)
             problem = _check_keys(oracle, ORACLE_KEYS, "oracle.json")
         except (OSError, ValueError) as e:
             oracle, problem = None, f"oracle.json is unreadable ({_short(e)})"
@@ -76,7 +78,7 @@ def read_project(path: Path) -> ProjectState:
             state.oracle = oracle
     for trial_file in sorted(state.path.glob("trial_*/trial.json")):
         try:
-            trial = _read_json(trial_file)
+            trial = read_json(trial_file)
             problem = _check_keys(trial, TRIAL_KEYS, f"{trial_file.parent.name}/trial.json")
             if not problem and not isinstance(trial["hyperparameters"].get("values"), dict):
                 problem = f"{trial_file.parent.name}/trial.json has no hyperparameter values"
@@ -87,7 +89,7 @@ def read_project(path: Path) -> ProjectState:
             continue
         state.trials[str(trial["trial_id"])] = trial
         try:
-            state.workers[str(trial["trial_id"])] = _read_json(trial_file.parent / "worker.json")
+            state.workers[str(trial["trial_id"])] = read_json(trial_file.parent / "worker.json")
         except (OSError, ValueError):
             pass
     if state.oracle is not None:  # trials the oracle counts on must be readable
@@ -177,7 +179,6 @@ def results_frame(project, root=None):
     "problems" (messages about unreadable files; their trials are DAMAGED rows).
     """
     import pandas as pd
-    from digitrec.jobs import worker_alive
 
     folder = _folder(project, root)
     state = read_project(folder / PROJECT)
@@ -347,10 +348,9 @@ def load_result(project, root=None, trained: int = 0, seconds: float = 0.0,
 def search_status(project, root=None) -> tuple[str, str]:
     """(status, reason) of a search folder: "complete", "running", "cancelled", "failed",
     "interrupted" (its process died; running it again resumes) or "new" (never started)."""
-    from digitrec.jobs import read_job_file, worker_alive
     folder = _folder(project, root)
     try:
-        summary = _read_json(folder / "summary.json")
+        summary = read_json(folder / "summary.json")
         if isinstance(summary, dict) and summary.get("status") == "complete":
             return "complete", ""
     except (OSError, ValueError):

@@ -5,7 +5,7 @@ import json
 import keras
 import pytest
 
-from digitrec import fingerprint, models, runs, transfer
+from digitrec import files, fingerprint, models, transfer
 from digitrec.runs import OUTDATED_LABEL, RunStore
 from digitrec.training import RECIPE_VERSION, TrainConfig
 
@@ -89,7 +89,7 @@ def _make_older(run, architecture="0123456789abcdef"):
         metrics.pop("architecture")
     else:
         metrics["architecture"] = architecture
-    runs.write_json(run.path / "metrics.json", metrics)
+    files.write_json(run.path / "metrics.json", metrics)
 
 
 @pytest.mark.parametrize("architecture", [None, "0123456789abcdef"])

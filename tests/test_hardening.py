@@ -280,12 +280,12 @@ def test_the_session_state_check_catches_arrays_and_objects():
 STALLED_SAVE = """
 import sys, time
 from pathlib import Path
-from digitrec import runs
+from digitrec import files, run_folder
 from digitrec.runs import RunStore
 from digitrec.training import TrainConfig
 
 root, marker, stage = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-real_write, real_save = runs.atomic_write_bytes, runs._save_model
+real_write, real_save = files.atomic_write_bytes, run_folder._save_model
 
 def stall():
     marker.touch()
@@ -304,7 +304,7 @@ def save(model, path):
         stall()
     real_save(model, path)
 
-runs.atomic_write_bytes, runs._save_model = write, save
+files.atomic_write_bytes, run_folder._save_model = write, save
 config = TrainConfig.for_family("softmax", epochs=1, train_limit=300, seed=int(sys.argv[4]))
 RunStore(root).train_now(config)
 """

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitrec import jobs, runs, training
+from digitrec import files, jobs, run_folder, runs, training, worker
 from digitrec.runs import RunError, RunStore
 from digitrec.training import TrainConfig
 
@@ -193,14 +193,14 @@ def test_disk_full_during_save_raises_and_keeps_earlier_runs(trained, tmp_path, 
     store = RunStore(tmp_path / "store", starter_dir=None)  # only this test's runs
     earlier = copy_run(run, store.root)
     before = {p.name: p.read_bytes() for p in earlier.iterdir() if p.is_file()}
-    real_write = runs.atomic_write_bytes
+    real_write = files.atomic_write_bytes
 
     def full_disk(path, data):
         if Path(path).name == "metrics.json":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real_write(path, data)
 
-    monkeypatch.setattr(runs, "atomic_write_bytes", full_disk)
+    monkeypatch.setattr(files, "atomic_write_bytes", full_disk)
     config = TrainConfig.for_family("softmax", seed=1, **TINY)
     with pytest.raises(RunError, match="No space left.*earlier runs are untouched"):
         store.train_now(config)
@@ -214,7 +214,7 @@ def test_disk_full_during_save_raises_and_keeps_earlier_runs(trained, tmp_path, 
     assert {p.name: p.read_bytes() for p in earlier.iterdir() if p.is_file()} == before
     assert store.load(run.run_id).metrics == run.metrics
     # with space again, the same config trains fine
-    monkeypatch.setattr(runs, "atomic_write_bytes", real_write)
+    monkeypatch.setattr(files, "atomic_write_bytes", real_write)
     assert store.train_now(config).run_id == config.key()
     assert store.info(config.key()).status == "complete"
 
@@ -321,13 +321,13 @@ def test_cancel_stops_the_worker_and_leaves_no_run(tmp_path):
 def test_worker_lock_is_exclusive_and_released_on_close(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
-    assert not jobs.worker_alive(folder)
-    fd = jobs.acquire_worker_lock(folder)
-    assert fd is not None and jobs.worker_alive(folder)
-    assert jobs.acquire_worker_lock(folder) is None  # a second taker fails, even in-process
+    assert not worker.worker_alive(folder)
+    fd = worker.acquire_worker_lock(folder)
+    assert fd is not None and worker.worker_alive(folder)
+    assert worker.acquire_worker_lock(folder) is None  # a second taker fails, even in-process
     os.close(fd)
-    assert not jobs.worker_alive(folder)
-    fd = jobs.acquire_worker_lock(folder)
+    assert not worker.worker_alive(folder)
+    fd = worker.acquire_worker_lock(folder)
     assert fd is not None
     os.close(fd)
 
@@ -337,18 +337,18 @@ def test_job_state_written_by_the_progress_writer(tmp_path):
     writer = jobs.ProgressWriter(tmp_path, config, min_interval=0.0)
     writer.on_train_begin(dict(epochs=2, steps_per_epoch=10, device="CPU", params=5))
     writer.on_batch_end(0, 4, {"loss": 1.0, "accuracy": 0.5})
-    state = json.loads((tmp_path / jobs.JOB_FILE).read_text())
+    state = json.loads((tmp_path / worker.JOB_FILE).read_text())
     assert (state["epoch"], state["batch"], state["batches"], state["fraction"]) == (1, 5, 10, 0.25)
     assert state["status"] == "running"
     assert state["eta"] is None  # five batches in no time: still warming up (digitrec.eta)
     writer.on_epoch_end(0, {"loss": 0.9, "accuracy": 0.6})
     assert not writer.should_stop()
-    (tmp_path / jobs.CANCEL_FILE).touch()
+    (tmp_path / worker.CANCEL_FILE).touch()
     assert writer.should_stop()
     writer.finish("cancelled")
-    state = json.loads((tmp_path / jobs.JOB_FILE).read_text())
+    state = json.loads((tmp_path / worker.JOB_FILE).read_text())
     assert state["status"] == "cancelled" and state["history"] == {"loss": [0.9], "accuracy": [0.6]}
-    assert jobs.ended_status(state, tmp_path)[0] == "cancelled"
+    assert run_folder.ended_status(state, tmp_path)[0] == "cancelled"
 
 
 def test_damaged_stored_copy_does_not_hide_the_shipped_starter(run_home):

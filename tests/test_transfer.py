@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitrec import jobs, transfer
+from digitrec import transfer, worker
 from digitrec.__main__ import main
 from digitrec.runs import RUN_FILES, STARTER_DIR, RunError, RunStore
 from digitrec.transfer import TransferError, export_bytes, export_run, import_archive, import_run
@@ -170,11 +170,11 @@ def test_an_unfinished_run_with_the_same_id_is_replaced(store):
     folder = store.path(STARTER_ID)
     folder.mkdir()
     (folder / "config.json").write_bytes(STARTER["config.json"])
-    (folder / jobs.JOB_FILE).write_text(json.dumps({"status": "running"}))
+    (folder / worker.JOB_FILE).write_text(json.dumps({"status": "running"}))
     assert store.info(STARTER_ID).status == "interrupted"
     assert import_archive(store, archive()).created
     assert store.info(STARTER_ID).status == "complete"
-    assert not (folder / jobs.JOB_FILE).exists()
+    assert not (folder / worker.JOB_FILE).exists()
     assert not [p for p in store.root.iterdir() if p.name.startswith(".")]
 
 
@@ -182,7 +182,7 @@ def test_a_run_being_trained_is_not_replaced(store):
     folder = store.path(STARTER_ID)
     folder.mkdir()
     (folder / "config.json").write_bytes(STARTER["config.json"])
-    lock = jobs.acquire_worker_lock(folder)  # as a live worker holds it
+    lock = worker.acquire_worker_lock(folder)  # as a live worker holds it
     try:
         before = snapshot(store.root)
         with pytest.raises(RunError, match="being trained right now"):

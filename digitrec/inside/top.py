@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from digitrec.datasets import atomic_write_bytes, load_dataset
+from digitrec.datasets import load_dataset
+from digitrec.files import atomic_write_bytes
 from digitrec.inside.layers import INPUT_SIGNATURE, InsideError, inspector_for
 from digitrec.preprocess import scale
 

@@ -47,8 +47,9 @@ from pathlib import Path
 
 import numpy as np
 
-from digitrec.datasets import DATASETS, atomic_write_bytes, load_dataset
-from digitrec.runs import RunError, RunStore, read_json, write_json
+from digitrec.datasets import DATASETS, load_dataset
+from digitrec.files import atomic_write_bytes, read_json, write_json
+from digitrec.runs import RunError, RunStore
 from digitrec.training import TrainConfig
 
 CV_VERSION = 1              # bump when the fold training below changes what a key computes
