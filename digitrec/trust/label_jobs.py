@@ -230,7 +230,10 @@ def cross_validate(config: CrossValConfig, progress=None, should_stop=None) -> C
                       loss="sparse_categorical_crossentropy", jit_compile=False)
         model.fit(x[keep], labels[keep], batch_size=config.batch_size, epochs=config.epochs,
                   shuffle=True, verbose=0, callbacks=[Watch()])
-        probs[held] = model.predict(x[held], batch_size=1000, verbose=0)
+        # Direct calls, not model.predict: a new model per fold would retrace predict's function
+        # each time (and make TensorFlow warn about it).
+        probs[held] = np.concatenate([np.asarray(model(x[held[i:i + 1000]], training=False))
+                                      for i in range(0, len(held), 1000)])
         state["fold_accuracy"].append(round(float((probs[held].argmax(1) == labels[held]).mean()), 4))
         if progress is not None:
             progress(dict(state))
