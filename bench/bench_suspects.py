@@ -92,7 +92,7 @@ def test_split(store, grid: Path):
     print("\n== 1. test split, from stored predictions ==")
     t = time.perf_counter()
     import cleanlab.filter  # noqa: F401  (what the first ranking in a process pays)
-    import cleanlab.rank  # noqa: F401
+    import cleanlab.rank  # noqa: F401,E402
     t_import = time.perf_counter() - t
     from digitrec.trust.labels import find_suspects
     t = time.perf_counter()
@@ -118,15 +118,17 @@ def test_split(store, grid: Path):
     print("rank index given suggested  score    flagged")
     for rank, s in enumerate(top, 1):
         mark = "*" if s.index in CONFIRMED else " "
-        print(f"{rank:4d} {s.index:5d}{mark} {s.label:5d} {s.suggested:9d}  {s.score:.5f}  {s.flagged}")
+        print(f"{rank:4d} {s.index:5d}{mark} {s.label:5d} {s.suggested:9d}  {s.score:.5f}  "
+              f"{s.flagged}")
     found = sorted(set(ranking.top_indices(30).tolist()) & set(CONFIRMED))
     print(f"\nconfirmed MNIST test label errors in the top 30: {len(found)} of {len(CONFIRMED)} "
           f"{found}")
     corrected = [i for i, (_, fix) in CONFIRMED.items() if fix is not None]
     print(f"  of the {len(corrected)} the workers relabelled: "
           f"{len(set(found) & set(corrected))}")
-    print(f"  rank of each confirmed error: "
-          f"{ {i: int(np.flatnonzero(ranking.indices[ranking.order] == i)[0]) + 1 for i in CONFIRMED} }")
+    ranked = ranking.indices[ranking.order]
+    ranks = {i: int(np.flatnonzero(ranked == i)[0]) + 1 for i in CONFIRMED}
+    print(f"  rank of each confirmed error: {ranks}")
 
     _, labels = load_dataset("mnist", "test")
     print("\nbaseline, each run alone, lowest probability of the given label:")
@@ -185,8 +187,8 @@ def flips(config, rate: float = 0.01, seed: int = 1):
     hits_2k = len(set(order[:2 * k].tolist()) & truth)
     hits_flag = len(set(np.flatnonzero(flagged).tolist()) & truth)
     m = result.meta
-    print(f"{config.family} ({dict(config.hparams)}), {config.folds} folds x {config.epochs} epoch(s), "
-          f"{len(rows)} images, {k} flipped:")
+    print(f"{config.family} ({dict(config.hparams)}), {config.folds} folds x {config.epochs} "
+          f"epoch(s), {len(rows)} images, {k} flipped:")
     print(f"  precision in the top {k}: {hits_k / k:.3f}; recall in the top {2 * k}: "
           f"{hits_2k / k:.3f}; cleanlab flags {int(flagged.sum())} ({hits_flag} of the flips)")
     print(f"  out-of-fold accuracy {m['accuracy']:.4f} (folds {m['fold_accuracy']}); "

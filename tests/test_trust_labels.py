@@ -107,7 +107,7 @@ def test_no_complete_run_says_how_to_train_one(store):
         find_suspects("mnist", "test", store)
     bad = fake_run(store.root, "c" * 16, "mnist", np.full((10000, 10), 0.1))
     np.save(bad / "test_probs.npy", np.full((10000, 10), np.nan, dtype=np.float32))
-    with pytest.raises(LabelError, match=r"cccccccccccccccc: damaged.*NaN.*python -m digitrec train"):
+    with pytest.raises(LabelError, match=r"c{16}: damaged.*NaN.*python -m digitrec train"):
         find_suspects("mnist", "test", store)
     with pytest.raises(LabelError, match="unknown split"):
         find_suspects("mnist", "validation", store)

@@ -1,10 +1,10 @@
 """Cross-validated probabilities of the training split: the input for finding suspect labels there.
 
-    config = CrossValConfig("mnist")              # 4 folds of the `fast` family, 1 epoch each
-    job = submit_cross_validation(config)         # `python -m digitrec.trust.label_jobs ...`, or attach
-    job.progress()                                # {"status": "running", "fold": 2, "fraction": 0.41, ...}
-    result = job.result()                         # CrossValResult(probs [N, C], indices, labels, meta)
-    result = cross_validate(config)               # the same in this process (tests, benchmarks)
+    config = CrossValConfig("mnist")        # 4 folds of the `fast` family, 1 epoch each
+    job = submit_cross_validation(config)   # a worker (python -m digitrec.trust.label_jobs)
+    job.progress()                          # {"status": "running", "fold": 2, "fraction": 0.4}
+    result = job.result()                   # CrossValResult(probs [N, C], indices, labels, meta)
+    result = cross_validate(config)         # the same in this process (tests, benchmarks)
 
 Why cross-validation: a model's probabilities on images it was trained on say little about their
 labels (it has learnt them, right or wrong). Each fold's model is trained on the other folds and
@@ -19,7 +19,8 @@ covers its family, hyperparameters and recipe). Files, each written atomically:
     job.json      live progress (status, fold, fraction, eta, error)
     probs.npy     float32 [N, num_classes] out-of-fold probabilities
     indices.npy   int64 [N] the training-split index of each row (all of them unless `limit`)
-    meta.json     timings and per-fold accuracy; written LAST: the result is complete iff it is there
+    meta.json     timings and per-fold accuracy; written LAST: the result is complete iff it
+                  is there
 
 Locks follow `digitrec.jobs` (``fcntl.flock``, dropped by the OS when a process dies):
 ``.worker.lock`` is held by the one process computing the result for its whole life (taken by the
@@ -75,7 +76,7 @@ class CrossValConfig:
     recover most synthetic label flips.
     """
     dataset: str = "mnist"        # a key of digitrec.datasets.DATASETS
-    folds: int = 4                # k of k-fold: each image is predicted by a model that never saw it
+    folds: int = 4                # k of k-fold: each image predicted by a model not trained on it
     family: str = "fast"          # the fold model: a key of digitrec.models.FAMILIES
     hparams: tuple = ()           # its hyperparameters (dict or pairs; defaults filled in)
     epochs: int = 1               # passes over the other folds, per fold
@@ -90,7 +91,8 @@ class CrossValConfig:
         object.__setattr__(self, "learning_rate", model.learning_rate)
         if not isinstance(self.folds, int) or isinstance(self.folds, bool) or self.folds < 2:
             raise LabelError(f"folds must be an integer >= 2, got {self.folds!r}")
-        if self.limit is not None and (not isinstance(self.limit, int) or isinstance(self.limit, bool)
+        if self.limit is not None and (not isinstance(self.limit, int)
+                                       or isinstance(self.limit, bool)
                                        or self.limit < 10 * self.folds):
             raise LabelError(f"limit must be None or an integer >= 10 x folds "
                              f"({10 * self.folds}), got {self.limit!r}")
@@ -234,7 +236,8 @@ def cross_validate(config: CrossValConfig, progress=None, should_stop=None) -> C
         # each time (and make TensorFlow warn about it).
         probs[held] = np.concatenate([np.asarray(model(x[held[i:i + 1000]], training=False))
                                       for i in range(0, len(held), 1000)])
-        state["fold_accuracy"].append(round(float((probs[held].argmax(1) == labels[held]).mean()), 4))
+        right = probs[held].argmax(1) == labels[held]
+        state["fold_accuracy"].append(round(float(right.mean()), 4))
         if progress is not None:
             progress(dict(state))
         del model

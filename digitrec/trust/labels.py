@@ -151,8 +151,12 @@ def rank_labels(labels, probs_list, weights_by: str = "accuracy"):
             "accuracy" or "uniform").
         weights_by: how cleanlab weighs ensemble members (default "accuracy").
     """
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_ensemble_scores, get_label_quality_scores
+    try:
+        from cleanlab.filter import find_label_issues
+        from cleanlab.rank import get_label_quality_ensemble_scores, get_label_quality_scores
+    except ImportError:
+        raise LabelError("suspect labels need the cleanlab package: "
+                         "`python3 -m pip install -r requirements.txt`") from None
 
     labels = np.asarray(labels, dtype=np.int64)
     if isinstance(probs_list, np.ndarray):
