@@ -464,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", parents=[common], help="add a run exported elsewhere (a zip)")
     p.add_argument("file", metavar="FILE", help="the zip made by `export`")
     p.set_defaults(func=cmd_import)
-    from digitrec.tuning import add_tune_parser  # no TensorFlow import until a search runs
+    from digitrec.tuning_cli import add_tune_parser  # no TensorFlow import until a search runs
     add_tune_parser(sub, parents=[common])
     return parser
 

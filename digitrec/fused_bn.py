@@ -20,14 +20,28 @@ Moving statistics follow Keras exactly (biased batch variance, ``momentum``).
 
 Eligible: the TensorFlow backend, a 4-D channels-last input, no mask, not synchronised across
 replicas, no renorm; anything else takes the standard path, so the swap is always safe.
+
+Two Keras internals are used (listed in docs/api.md, "Private patches"): the private layer walk
+``Model._flatten_layers`` (it finds layers inside nested models) and reassigning a live layer's
+``__class__``. `missing_internals()` probes both, and TensorFlow's fused op, before the first
+swap; where one is missing (a Keras other than the 3.x this was written for) nothing is swapped,
+training uses the standard Keras layer, and one warning says so.
 """
 from __future__ import annotations
 
+import functools
+import logging
 from contextlib import contextmanager
 
-__all__ = ["fused_batch_norm", "use_fused_batch_norm", "fusable_layers"]
+__all__ = ["fused_batch_norm", "use_fused_batch_norm", "fusable_layers", "missing_internals"]
 
+# BatchNormalization attributes the fused call reads (gamma and beta exist once built).
+LAYER_ATTRIBUTES = ("axis", "momentum", "epsilon", "center", "scale", "renorm", "trainable",
+                    "compute_dtype")
+
+log = logging.getLogger(__name__)
 _FUSED_CLASS = None  # built on first use: defining it needs keras (and so TensorFlow)
+_warned = False  # the fallback is announced once per process
 
 
 def _fused_class():
@@ -64,11 +78,51 @@ def _fused_class():
     return _FUSED_CLASS
 
 
+@functools.cache
+def missing_internals() -> tuple[str, ...]:
+    """What this Keras / TensorFlow lacks of what the swap relies on (empty when all is there):
+    the private ``Model._flatten_layers`` walk, ``__class__`` reassignment between
+    BatchNormalization and the fused class (tried on a fresh, unbuilt layer), the layer
+    attributes the fused call reads, and TensorFlow's ``fused_batch_norm`` op. Probed once per
+    process."""
+    import keras
+    import tensorflow as tf
+
+    missing = []
+    if not callable(getattr(keras.Model, "_flatten_layers", None)):
+        missing.append("keras.Model._flatten_layers")
+    # Named, so the probe takes no auto-generated name ("batch_normalization_3") from real models.
+    probe = keras.layers.BatchNormalization(name="digitrec_fused_bn_probe")
+    missing += [f"BatchNormalization.{name}" for name in LAYER_ATTRIBUTES
+                if not hasattr(probe, name)]
+    try:
+        probe.__class__ = _fused_class()
+        probe.__class__ = keras.layers.BatchNormalization
+    except TypeError as e:  # "object layout differs": the classes no longer line up
+        missing.append(f"BatchNormalization.__class__ assignment ({e})")
+    if not callable(getattr(getattr(tf.compat.v1, "nn", None), "fused_batch_norm", None)):
+        missing.append("tf.compat.v1.nn.fused_batch_norm")
+    return tuple(missing)
+
+
+def _internals_ok() -> bool:
+    global _warned
+    missing = missing_internals()
+    if missing and not _warned:
+        _warned = True
+        import keras
+        log.warning("Keras %s lacks what fused batch norm relies on (%s): training uses the "
+                    "standard BatchNormalization layer (same results, slower on a CPU)",
+                    keras.__version__, "; ".join(missing))
+    return not missing
+
+
 def fusable_layers(model) -> list:
-    """The BatchNormalization layers of `model` (nested models included) the fused op can run."""
+    """The BatchNormalization layers of `model` (nested models included) the fused op can run;
+    [] when Keras' internals are not as expected (see `missing_internals`)."""
     import keras
 
-    if keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() != "tensorflow" or not _internals_ok():
         return []
     found = []
     for layer in model._flatten_layers(include_self=False, recursive=True):

@@ -21,10 +21,17 @@ import os
 import socket
 import sys
 
-from digitrec.tuning import (OBJECTIVE, SEARCH_SPACES, TUNERS, SearchCancelled, SearchConfig,
-                             TuningError)
-from digitrec.tuning_results import SearchResult
-from digitrec.tuning_jobs import run_search, submit_search
+from digitrec.tuning import (
+    OBJECTIVE,
+    SEARCH_SPACES,
+    TUNERS,
+    SearchCancelled,
+    SearchConfig,
+    SearchResult,
+    TuningError,
+    run_search,
+    submit_search,
+)
 
 
 def _duration(seconds) -> str:

@@ -114,7 +114,7 @@ def test_a_trained_run_saves_only_standard_keras_layers(tmp_path):
 def test_search_trials_train_fused_and_their_checkpoints_load_into_a_fresh_build(tmp_path):
     import keras_tuner as kt
 
-    from digitrec.tuning_engine import SearchHyperModel
+    from digitrec.tuning.engine import SearchHyperModel
 
     hypermodel = SearchHyperModel("fast")
     hp = kt.HyperParameters()

@@ -13,7 +13,8 @@ import keras
 import keras_tuner as kt
 import pytest
 
-from digitrec import models, tuning, tuning_cli, tuning_engine
+from digitrec import models, tuning, tuning_cli
+from digitrec.tuning import engine as tuning_engine
 from digitrec.tuning import (
     PROJECT,
     SearchCancelled,

@@ -1,6 +1,6 @@
 """The keras-tuner engine of a search: the hypermodel, keras-tuner's tuners with digitrec's
 hooks, and one search run. Only processes that search import this (it imports TensorFlow);
-`digitrec.tuning_jobs` drives it, `digitrec.tuning` reads what it writes.
+`digitrec.tuning.jobs` drives it, `digitrec.tuning.results` reads what it writes.
 
 What the hooks add to keras-tuner 1.4.8's RandomSearch / Hyperband / BayesianOptimization:
 - every epoch's loss/accuracy/val_loss/val_accuracy (and seconds so far) is reported to the
@@ -10,11 +10,22 @@ What the hooks add to keras-tuner 1.4.8's RandomSearch / Hyperband / BayesianOpt
 - each trial is seeded from the search seed and its id, so a resumed search trains what an
   uninterrupted one would;
 - worker.json beside each trial.json says which tuner (worker) ran it and for how long.
+
+Three of these reach into keras-tuner's private parts (listed in docs/api.md, "Private
+patches"): oracle.json and trial.json are written atomically by swapping
+``keras_tuner.src.utils.save_json`` during a search; an interrupted trial's partial metrics are
+cleared through the oracle's ``_retry_queue`` and ``_save_trial``; trials read from a damaged
+project are put into a fresh oracle through ``_run_times``, ``_record_values`` and
+``_save_trial``. `missing_internals()` probes for each of them first; where one is missing (a
+keras-tuner other than the 1.4 these were read in), all three fall back to keras-tuner's own
+behaviour with one logged warning: in-place JSON writes, partial metrics kept, carried trials
+trained again.
 """
 from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import shutil
 import socket
@@ -32,16 +43,67 @@ from keras_tuner.src.engine import metrics_tracking
 
 from digitrec import models
 from digitrec.datasets import DATASETS
-from digitrec.files import atomic_write_bytes
+from digitrec.files import atomic_write_bytes, read_json
 from digitrec.fused_bn import use_fused_batch_norm
-from digitrec.tuning import (CURVE_KEYS, OBJECTIVE, PROJECT, SearchCancelled, SearchConfig,
-                             TuningError, clean_values, declare_space, search_data)
-from digitrec.tuning_results import read_project
+from digitrec.training import describe_device
+from digitrec.tuning.config import (
+    CURVE_KEYS,
+    OBJECTIVE,
+    PROJECT,
+    SearchCancelled,
+    SearchConfig,
+    TuningError,
+    clean_values,
+    declare_space,
+    search_data,
+)
+from digitrec.tuning.results import read_project
 
 CANCEL_POLL = 0.5              # seconds between cancel-flag checks during a trial
 HYPERBAND_FACTOR = 3           # keras-tuner's default: keep the best third at each round
 HYPERBAND_ITERATIONS = 1000    # effectively unbounded: max_trials ends a Hyperband search
 CHIEF_POLL = 2.0               # seconds between the chief's looks at finished trials
+ORACLE_ATTRIBUTES = ("trials", "start_order", "end_order", "_run_times", "_retry_queue")
+
+log = logging.getLogger(__name__)
+_warned = False  # the fallback is announced once per process
+
+
+# --- keras-tuner's private parts: probed before use ---------------------------------------------
+
+def missing_internals(oracle=None) -> list[str]:
+    """The keras-tuner internals this module patches that this installation lacks ([] when all
+    are as in keras-tuner 1.4). With `oracle`, its instance attributes are checked too."""
+    from keras_tuner.src.engine import oracle as oracle_module
+    from keras_tuner.src.engine import stateful
+    missing = []
+    if not callable(getattr(kt_utils, "save_json", None)) or \
+            getattr(stateful, "utils", None) is not kt_utils:
+        missing.append("keras_tuner.src.utils.save_json as the writer of oracle/trial JSON")
+    if not callable(getattr(metrics_tracking, "MetricsTracker", None)):
+        missing.append("keras_tuner.src.engine.metrics_tracking.MetricsTracker")
+    for name in ("_record_values", "_save_trial"):
+        if not callable(getattr(oracle_module.Oracle, name, None)):
+            missing.append(f"Oracle.{name}")
+    if not callable(getattr(kt.engine.trial.Trial, "from_state", None)):
+        missing.append("Trial.from_state")
+    if oracle is not None:
+        missing += [f"Oracle.{name}" for name in ORACLE_ATTRIBUTES if not hasattr(oracle, name)]
+    return missing
+
+
+def internals_ok(oracle=None) -> bool:
+    """True when the patches below may run; else logs (once) that keras-tuner's own behaviour
+    is used instead, and returns False."""
+    global _warned
+    missing = missing_internals(oracle)
+    if missing and not _warned:
+        _warned = True
+        log.warning("keras-tuner %s lacks internals digitrec patches (%s): using keras-tuner's "
+                    "own behaviour instead (JSON written in place, an interrupted trial's "
+                    "partial metrics kept, trials of a repaired project trained again)",
+                    getattr(kt, "__version__", "?"), "; ".join(missing))
+    return not missing
 
 
 class _Stop(kt.errors.FatalError):
@@ -111,7 +173,7 @@ class _Hooks:
     """digitrec's additions to a keras-tuner Tuner (mixed in before the tuner class)."""
 
     def attach(self, config: SearchConfig, events, role: str) -> None:
-        """Connect the tuner to a progress sink (tuning_jobs.SearchProgress) before search()."""
+        """Connect the tuner to a progress sink (tuning.jobs.SearchProgress) before search()."""
         self._config, self._events, self._role = config, events, role
         self._last_check = 0.0
         self._trial_start = time.perf_counter()
@@ -216,7 +278,7 @@ def build_tuner(config: SearchConfig, folder: Path, role: str = "local"):
         # overwrite trial_0. The file holds an empty state, so writing it loses nothing.
         tuner_file = project / f"{_tuner_id()}.json"
         try:
-            json.loads(tuner_file.read_text())
+            read_json(tuner_file)
         except (OSError, ValueError):
             atomic_write_bytes(tuner_file, b"{}")
     hypermodel = SearchHyperModel(config.family,
@@ -254,6 +316,8 @@ def import_trials(tuner, carried: list) -> None:
         carried: (trial.json state, worker.json path or None) pairs of COMPLETED trials.
     """
     oracle = tuner.oracle
+    if not internals_ok(oracle):
+        return  # keras-tuner's own behaviour: the carried trials are trained again
     width = len(str(oracle.max_trials))  # keras-tuner's own trial-id format
     for number, (state, worker_file) in enumerate(carried):
         trial = kt.engine.trial.Trial.from_state(state)
@@ -270,9 +334,11 @@ def import_trials(tuner, carried: list) -> None:
     tuner.save()
 
 
-def _forget_interrupted(oracle) -> None:
+def forget_interrupted(oracle) -> None:
     """Clear the metrics of trials interrupted mid-way (keras-tuner queues them for retry on
     reload), so the retry's epochs are not averaged with the lost attempt's."""
+    if not internals_ok(oracle):
+        return  # keras-tuner's own behaviour: the retry's epochs join the lost attempt's
     for trial_id in list(oracle._retry_queue):
         trial = oracle.trials.get(trial_id)
         if trial is not None:
@@ -282,9 +348,12 @@ def _forget_interrupted(oracle) -> None:
 
 
 @contextmanager
-def _atomic_json():
+def atomic_tuner_json():
     """keras-tuner writes oracle.json and trial.json in place; a kill mid-write truncates them.
     Write them atomically (temp file + os.replace) while we search."""
+    if not internals_ok():
+        yield  # keras-tuner's own in-place writes
+        return
     original = kt_utils.save_json
 
     def save_json(path, obj):
@@ -342,7 +411,7 @@ def execute(config: SearchConfig, folder: Path, events, role: str = "local",
     Args:
         config: the SearchConfig.
         folder: the search folder (the project is folder/project).
-        events: a progress sink (tuning_jobs.SearchProgress): should_stop, begin, trial_begin,
+        events: a progress sink (tuning.jobs.SearchProgress): should_stop, begin, trial_begin,
             epoch_end, trial_end.
         role: "local", "chief" (serves the oracle to workers, trains nothing) or "worker".
         carried: finished trials to import into a fresh project (after a repair).
@@ -350,7 +419,7 @@ def execute(config: SearchConfig, folder: Path, events, role: str = "local",
     does not match or every trial keeps failing.
     """
     import tensorflow as tf
-    from digitrec.training import describe_device
+
     # Every trial builds a new model, so its functions are traced anew: TF's retracing
     # warnings are expected here, not a problem to report.
     tf.get_logger().setLevel("ERROR")
@@ -363,7 +432,7 @@ def execute(config: SearchConfig, folder: Path, events, role: str = "local",
             except (RuntimeError, ValueError):
                 pass  # the GPU is already initialised in this process
     data = None if role == "chief" else search_data(config)
-    with _atomic_json(), warnings.catch_warnings():
+    with atomic_tuner_json(), warnings.catch_warnings():
         # Reporting per epoch makes keras-tuner skip its own final report, with a warning.
         warnings.filterwarnings("ignore", message="The use case of calling",
                                 category=DeprecationWarning)
@@ -374,7 +443,7 @@ def execute(config: SearchConfig, folder: Path, events, role: str = "local",
         if role != "worker":
             if carried:
                 import_trials(tuner, carried)
-            _forget_interrupted(tuner.oracle)
+            forget_interrupted(tuner.oracle)
         events.begin(dict(
             trials=config.max_trials, done=tuner._ended(), tuner=config.tuner,
             family=config.family, role=role, tuner_id=tuner.tuner_id,

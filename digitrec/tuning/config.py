@@ -1,29 +1,12 @@
-"""Hyperparameter search with keras-tuner: the notebook's search space, built through the model zoo.
+"""A search's settings and space: SearchConfig, the keras-tuner search spaces, the search data,
+and where a search lives in the run store. Light: no TensorFlow, no keras-tuner.
 
     config = SearchConfig(tuner="hyperband", family="fast", max_trials=20, epochs=3, subsample=0.1)
-    result = run_search(config)                 # resumable; a finished search returns at once
-    result.trials                               # DataFrame: one row per trial (results_frame)
-    job = submit_search(config)                 # the same search in a background worker
-    store.submit(best_train_config(result.path))   # "train best fully": a normal cached run
+    config.key()                  # names the search folder: <store>/tuning/<key>
+    values = declare_space(hp)    # inside HyperModel.build: the family's space, active values only
+    x, y, x_val, y_val = search_data(config)   # a stratified subsample of the training split
 
-A search lives in the run store, ``<store>/tuning/<key>/`` with ``key = config.key()``:
-
-    search.json      the SearchConfig
-    job.json         live progress (trial k of N, best score, elapsed, eta; see tuning_jobs)
-    summary.json     written last, when the search is complete
-    recovery.json    notes on damaged projects that were moved aside
-    project/         keras-tuner's own project: oracle.json, trial_<id>/trial.json (per-epoch
-                     metrics, score, status), per-trial weights (.weights.h5, Hyperband only)
-
-Everything is JSON or HDF5 weights: no pickle anywhere. The modules, one concept each:
-
-    tuning            this file: SearchConfig, the search spaces, the search data; the public API
-    tuning_results    reading a search back: results_frame, learning_curves, best_train_config
-    tuning_engine     keras-tuner: the HyperModel, tuners with our hooks (imports TensorFlow)
-    tuning_jobs       running a search: foreground, background worker, repair, SearchJob
-    tuning_cli        the ``tune`` command (local, background, distributed chief/worker)
-
-Only tuning_engine imports TensorFlow or keras-tuner; reading results stays light.
+Part of the `digitrec.tuning` package (see its docstring for the map of the package).
 """
 from __future__ import annotations
 
@@ -31,25 +14,13 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from digitrec.datasets import DATASETS
 from digitrec.files import read_json
-
-if TYPE_CHECKING:
-    from digitrec.tuning_results import SearchResult
-
-__all__ = [
-    "TUNERS", "OBJECTIVE", "SEARCH_SPACES", "TuningError", "SearchCancelled", "SearchConfig",
-    "SearchListener", "declare_space", "clean_values", "search_data", "search_dir",
-    "read_config", "run_search", "submit_search", "add_tune_parser", "run_tune_command",
-    "SearchResult", "SearchInfo", "ProjectState",
-    "results_frame", "learning_curves", "best_trial", "best_hyperparameters",
-    "best_train_config", "transfer_config", "distinct_configurations", "load_result",
-    "search_status", "list_searches", "read_project",
-]
+from digitrec.runs import RunStore
 
 TUNERS = ("random", "hyperband", "bayesian")
 OBJECTIVE = "val_accuracy"
@@ -204,7 +175,7 @@ class SearchConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SearchConfig":
+    def from_dict(cls, data: dict) -> SearchConfig:
         """Inverse of `to_dict`; TuningError for unknown fields or bad values."""
         if not isinstance(data, dict):
             raise TuningError(f"a SearchConfig must be a JSON object, got {type(data).__name__}")
@@ -250,7 +221,6 @@ def search_data(config: SearchConfig):
 
 def store_root(root=None) -> Path:
     """The run store root (as RunStore resolves it: `root`, $DIGITREC_HOME, or ./runs)."""
-    from digitrec.runs import RunStore
     return RunStore(root).root
 
 
@@ -259,7 +229,7 @@ def search_dir(config: SearchConfig, root=None) -> Path:
     return store_root(root) / TUNING_DIR / config.key()
 
 
-def _folder(project, root=None) -> Path:
+def search_folder(project, root=None) -> Path:
     """A search folder from a SearchConfig, a SearchResult/SearchJob (.path) or a path."""
     if isinstance(project, SearchConfig):
         return search_dir(project, root)
@@ -277,7 +247,7 @@ def read_config(project, root=None) -> SearchConfig:
     """The SearchConfig of a search folder (TuningError when search.json is missing/bad)."""
     if isinstance(project, SearchConfig):
         return project
-    folder = _folder(project, root)
+    folder = search_folder(project, root)
     try:
         return SearchConfig.from_dict(read_json(folder / "search.json"))
     except (OSError, ValueError) as e:
@@ -285,7 +255,7 @@ def read_config(project, root=None) -> SearchConfig:
                           "start the search again from its settings") from None
 
 
-def _family(folder: Path) -> str | None:
+def family_of(folder: Path) -> str | None:
     """The family of a search folder's config, or None when search.json is unreadable."""
     try:
         return read_config(folder).family
@@ -294,7 +264,8 @@ def _family(folder: Path) -> str | None:
 
 
 class SearchListener(Protocol):
-    """Receives search progress; every method is optional. `info` dicts are JSON-ready.
+    """Receives search progress (`run_search(listener=...)`); every method is optional. `info`
+    dicts are JSON-ready.
 
     on_search_begin(info): trials (N), done (trials finished before), tuner, family, samples,
         validation_samples, device, path, role ("local", "chief" or "worker").
@@ -305,58 +276,3 @@ class SearchListener(Protocol):
     on_message(text): a note for people (a damaged project moved aside, ...).
     should_stop() -> bool: checked between batches; True cancels (SearchCancelled).
     """
-
-
-# --- running (digitrec.tuning_jobs; the CLI in digitrec.tuning_cli) --------------------------
-
-def run_search(config: SearchConfig, store_root=None, listener=None) -> SearchResult:
-    """Run (or resume, or return) the search `config` in this process. See
-    `digitrec.tuning_jobs.run_search`."""
-    from digitrec import tuning_jobs
-    return tuning_jobs.run_search(config, store_root, listener)
-
-
-def submit_search(config: SearchConfig, store_root=None):
-    """Start the search in a background worker process (or attach to it); returns a SearchJob.
-    See `digitrec.tuning_jobs.submit_search`."""
-    from digitrec import tuning_jobs
-    return tuning_jobs.submit_search(config, store_root)
-
-
-def add_tune_parser(subparsers, parents=()):
-    """Add the ``tune`` command to an argparse sub-parser set; see `digitrec.tuning_cli`."""
-    from digitrec import tuning_cli
-    return tuning_cli.add_tune_parser(subparsers, parents)
-
-
-def run_tune_command(args) -> int:
-    """Run a parsed ``tune`` command; returns the exit status. See `digitrec.tuning_cli`."""
-    from digitrec import tuning_cli
-    return tuning_cli.run_tune_command(args)
-
-
-# Reading searches back lives in tuning_results, which builds on this module; its public names
-# are served from here on first use (a plain import at either end would be circular).
-_RESULTS = ("ProjectState", "SearchInfo", "SearchResult", "best_hyperparameters",
-            "best_train_config", "best_trial", "distinct_configurations", "learning_curves",
-            "list_searches", "load_result", "read_project", "results_frame", "search_status",
-            "transfer_config")
-
-
-def __getattr__(name):
-    if name in _RESULTS:
-        from digitrec import tuning_results
-        return getattr(tuning_results, name)
-    # These import TensorFlow (keras-tuner) or the job machinery: loaded on first use, so
-    # `import digitrec.tuning` stays light for readers of results.
-    if name == "SearchHyperModel":
-        from digitrec import tuning_engine
-        return tuning_engine.SearchHyperModel
-    if name == "SearchJob":
-        from digitrec import tuning_jobs
-        return tuning_jobs.SearchJob
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_RESULTS) | {"SearchHyperModel", "SearchJob"})

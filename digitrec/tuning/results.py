@@ -8,7 +8,7 @@ Everything here reads JSON files (keras-tuner's oracle.json and trial.json, our 
 summary.json, job.json) with the standard library: no keras-tuner, no TensorFlow, no pickle.
 Readers are tolerant and never move or rewrite anything: an unreadable file is reported (a
 DAMAGED row, `frame.attrs["problems"]`), and only the process running a search repairs it
-(`digitrec.tuning_jobs.repair_project`). Re-exported by `digitrec.tuning`.
+(`digitrec.tuning.jobs.repair_project`). Re-exported by `digitrec.tuning`.
 """
 from __future__ import annotations
 
@@ -21,11 +21,20 @@ import numpy as np
 
 from digitrec import models
 from digitrec.files import read_json
+from digitrec.tuning.config import (
+    CURVE_KEYS,
+    OBJECTIVE,
+    PROJECT,
+    TUNING_DIR,
+    SearchConfig,
+    TuningError,
+    clean_values,
+    family_of,
+    read_config,
+    search_folder,
+    store_root,
+)
 from digitrec.worker import read_job_file, worker_alive
-from digitrec.tuning import (CURVE_KEYS, OBJECTIVE, PROJECT, TUNING_DIR, SearchConfig,
-                             TuningError, _family, _folder, clean_values,
-                             read_config, store_root)
-
 
 # --- keras-tuner's files -----------------------------------------------------------------------
 
@@ -180,12 +189,12 @@ def results_frame(project, root=None):
     """
     import pandas as pd
 
-    folder = _folder(project, root)
+    folder = search_folder(project, root)
     state = read_project(folder / PROJECT)
     alive = worker_alive(folder)
-    family = _family(folder)
+    family = family_of(folder)
     rows = [_trial_row(t, state.workers.get(i), alive, family) for i, t in state.trials.items()]
-    for path, why in state.damaged:
+    for path, _why in state.damaged:
         if path.name == "trial.json":
             rows.append(dict(trial_id=path.parent.name.removeprefix("trial_"), status="DAMAGED"))
     names = _space_names(state)
@@ -215,7 +224,7 @@ def learning_curves(project, trial_id: str | None = None, root=None):
     val_accuracy; one row per trial and epoch.
     """
     import pandas as pd
-    state = read_project(_folder(project, root) / PROJECT)
+    state = read_project(search_folder(project, root) / PROJECT)
     rows = []
     for tid, trial in sorted(state.trials.items()):
         if trial_id is not None and tid != str(trial_id):
@@ -230,15 +239,16 @@ def learning_curves(project, trial_id: str | None = None, root=None):
 
 def best_trial(project, root=None) -> tuple[str, float, dict]:
     """(trial_id, score, hyperparameters) of the best completed trial; TuningError if none."""
-    state = read_project(_folder(project, root) / PROJECT)
+    folder = search_folder(project, root)
+    state = read_project(folder / PROJECT)
     scored = [(float(t["score"]), tid) for tid, t in state.trials.items()
               if t.get("status") == "COMPLETED" and math.isfinite(_number(t.get("score")))]
     if not scored:
-        raise TuningError(f"the search in {_folder(project, root)} has no completed trial yet; "
-                          "run or resume it first")
+        raise TuningError(f"the search in {folder} has no completed trial yet; run or resume it "
+                          "first")
     score, tid = min(scored, key=lambda p: (-p[0], p[1]))  # the highest; on ties the first
     values = state.trials[tid]["hyperparameters"]["values"]
-    return tid, score, clean_values(values, _family(_folder(project, root)))
+    return tid, score, clean_values(values, family_of(folder))
 
 
 def best_hyperparameters(project, root=None) -> dict:
@@ -334,7 +344,7 @@ def load_result(project, root=None, trained: int = 0, seconds: float = 0.0,
                 messages: tuple = (), status: str = "complete") -> SearchResult:
     """A SearchResult read back from disk (no training, no keras-tuner)."""
     config = read_config(project, root)
-    folder = _folder(project, root)
+    folder = search_folder(project, root)
     frame = results_frame(folder)
     try:
         tid, score, _ = best_trial(folder)
@@ -348,7 +358,7 @@ def load_result(project, root=None, trained: int = 0, seconds: float = 0.0,
 def search_status(project, root=None) -> tuple[str, str]:
     """(status, reason) of a search folder: "complete", "running", "cancelled", "failed",
     "interrupted" (its process died; running it again resumes) or "new" (never started)."""
-    folder = _folder(project, root)
+    folder = search_folder(project, root)
     try:
         summary = read_json(folder / "summary.json")
         if isinstance(summary, dict) and summary.get("status") == "complete":

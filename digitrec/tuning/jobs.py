@@ -1,5 +1,5 @@
 """Running searches: in this process, in a background worker, or spread over machines.
-Imports no TensorFlow until a search actually runs (the engine is `digitrec.tuning_engine`).
+Imports no TensorFlow until a search actually runs (the engine is `digitrec.tuning.engine`).
 
     result = run_search(config)           # foreground; resumes; a finished search returns at once
     job = submit_search(config)           # background worker (digitrec.worker runs work() below)
@@ -15,7 +15,7 @@ Distributed mode is keras-tuner's own: one chief serves the oracle over gRPC, wo
 for trials. It is configured by keras-tuner's environment variables KERASTUNER_TUNER_ID
 ("chief", or a worker id such as "tuner0"), KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT,
 which ``tune --distributed chief|worker --oracle-ip IP --oracle-port PORT`` sets for you
-(`digitrec.tuning_cli`). A chief holds the search's lock and writes its job.json; workers
+(`digitrec.cli.tune`). A chief holds the search's lock and writes its job.json; workers
 write only their trials (and need the chief's project folder shared, e.g. over NFS, for
 Hyperband, which continues trials from saved weights).
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from digitrec import worker
 from digitrec.files import read_json, read_json_object, write_json
-from digitrec.tuning import (
+from digitrec.tuning.config import (
     OBJECTIVE,
     PROJECT,
     SearchCancelled,
@@ -38,10 +38,10 @@ from digitrec.tuning import (
     read_config,
     search_dir,
 )
-from digitrec.tuning_results import SearchResult, load_result, read_project, search_status
+from digitrec.tuning.results import SearchResult, load_result, read_project, search_status
 from digitrec.worker import CANCEL_FILE, read_job_file
 
-MODULE = "digitrec.tuning_jobs"  # what a background worker runs: work(folder) below
+MODULE = "digitrec.tuning.jobs"  # what a background worker runs: work(folder) below
 WRITE_INTERVAL = 0.5     # seconds between job.json writes within a trial
 ENV_KEYS = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
@@ -184,8 +184,8 @@ def _execute(config: SearchConfig, folder: Path, listener=None, role: str = "loc
     progress = SearchProgress(folder, config, listener, role)
     try:
         carried = repair_project(folder, progress) if role != "worker" else []
-        from digitrec import tuning_engine  # TensorFlow and keras-tuner load here
-        trained = tuning_engine.execute(config, folder, progress, role, carried)
+        from digitrec.tuning import engine  # TensorFlow and keras-tuner load here
+        trained = engine.execute(config, folder, progress, role, carried)
     except (SearchCancelled, KeyboardInterrupt):
         progress.finish("cancelled")
         raise
@@ -216,7 +216,8 @@ def run_search(config: SearchConfig, store_root=None, listener=None,
     Args:
         config: the SearchConfig.
         store_root: the run store root (default: $DIGITREC_HOME, else ./runs).
-        listener: optional SearchListener (see digitrec.tuning) for progress and cancelling.
+        listener: optional SearchListener (see digitrec.tuning.config) for progress and
+            cancelling.
         role: "local", "chief" or "worker"; default from keras-tuner's environment variables.
     Raises:
         SearchCancelled: cancelled (SearchJob.cancel, listener.should_stop, Ctrl-C as
