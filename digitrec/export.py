@@ -61,6 +61,7 @@ import numpy as np
 from digitrec import transfer
 from digitrec.datasets import load_dataset
 from digitrec.files import atomic_write_bytes
+from digitrec.preprocess import scale
 from digitrec.runs import Run, RunError, RunStore
 
 FORMATS = ("zip", "tflite", "onnx", "savedmodel")
@@ -236,8 +237,7 @@ def test_inputs(dataset: str, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
         images, labels = load_dataset(dataset, "test", data_dir=data_dir)
     except ValueError as e:
         raise ExportError(f"cannot verify the export: {e}") from None
-    # Scale images to the [0, 1] range with a channel axis (digitrec.preprocess.scale).
-    return (np.asarray(images, np.float32) / 255.0)[..., None], np.asarray(labels)
+    return scale(images), np.asarray(labels)
 
 
 # --------------------------------------------------------------------------- conversion

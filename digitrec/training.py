@@ -275,11 +275,6 @@ def describe_device() -> str:
 
 # --- data -------------------------------------------------------------------------------------
 
-def _as_model_input(images: np.ndarray) -> np.ndarray:
-    """uint8 [N, 28, 28] -> float32 [N, 28, 28, 1] in [0, 1], what every family expects."""
-    return images.astype("float32")[..., None] / 255.0
-
-
 def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """Indices of `n` items drawn so every class keeps its share; sorted, reproducible by seed.
 
@@ -305,7 +300,10 @@ def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def _split_data(config: TrainConfig):
-    """(x_train, y_train, x_val or None, y_val or None, x_test, y_test) for `config`."""
+    """(x_train, y_train, x_val or None, y_val or None, x_test, y_test) for `config`. Images
+    float32 [N, 28, 28, 1] in [0, 1] (`preprocess.scale`), what every family expects."""
+    from digitrec.preprocess import scale  # PIL and SciPy: loaded when training, not on import
+
     images, labels = load_dataset(config.dataset, "train")
     if config.train_limit is not None and config.train_limit < len(labels):
         keep = stratified_indices(labels, config.train_limit, config.seed)
@@ -316,13 +314,13 @@ def _split_data(config: TrainConfig):
         val = stratified_indices(labels, n_val, config.seed + 1)
         mask = np.zeros(len(labels), bool)
         mask[val] = True
-        x_val, y_val = _as_model_input(images[mask]), np.asarray(labels[mask], np.int32)
+        x_val, y_val = scale(images[mask]), np.asarray(labels[mask], np.int32)
         images, labels = images[~mask], labels[~mask]
     test_images, test_labels = load_dataset(config.dataset, "test")
-    x_test, y_test = _as_model_input(test_images), np.asarray(test_labels, np.int32)
+    x_test, y_test = scale(test_images), np.asarray(test_labels, np.int32)
     if config.validate_on_test:
         x_val, y_val = x_test, y_test
-    return (_as_model_input(images), np.asarray(labels, np.int32), x_val, y_val, x_test, y_test)
+    return (scale(images), np.asarray(labels, np.int32), x_val, y_val, x_test, y_test)
 
 
 # --- optimisation -----------------------------------------------------------------------------
@@ -426,10 +424,11 @@ def _versions() -> dict:
 
 
 def _test_metrics(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
+    from digitrec.evaluation import confusion_matrix  # pandas, SciPy: only when a fit ends
+
     predicted = probs.argmax(axis=1)
     picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(confusion, (labels, predicted), 1)
+    confusion = confusion_matrix(labels, predicted, num_classes)
     per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
     return dict(test_loss=float(-np.log(picked).mean()),
                 test_accuracy=float((predicted == labels).mean()),
