@@ -99,7 +99,7 @@ def test_progress_writer_reports_no_eta_until_warm_up_then_an_honest_one(tmp_pat
 
 
 def test_the_page_shows_estimating_while_the_job_warms_up():
-    from dashboard.training_ui import remaining_text
+    from dashboard.components import remaining_text
     assert remaining_text(dict(phase="training", eta=None)) == "estimating…"
     assert remaining_text(dict(phase="training", eta=185.0)) == "3 min 05 s"
     assert remaining_text(dict(phase="evaluating", eta=None)) == "…"

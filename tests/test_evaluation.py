@@ -4,9 +4,17 @@ import math
 import numpy as np
 import pytest
 
-from digitrec.evaluation import (Comparison, EvaluationError, compare_runs, confusion_matrix,
-                                 errors, format_p, mcnemar, most_confused_pairs,
-                                 per_class_metrics)
+from digitrec.evaluation import (
+    Comparison,
+    EvaluationError,
+    compare_runs,
+    confusion_matrix,
+    errors,
+    format_p,
+    mcnemar,
+    most_confused_pairs,
+    per_class_metrics,
+)
 
 # Three classes, ten examples. Mistakes: #3 (0 read as 1), #6 (1 as 2), #9 (2 as 0).
 LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2], dtype=np.uint8)
@@ -115,7 +123,7 @@ def test_most_confused_pairs():
     labels = np.array([4, 4, 4, 3, 3, 7, 7, 5, 4, 3, 7, 5, 1])
     preds = np.array([9, 9, 9, 5, 5, 1, 1, 3, 4, 3, 7, 5, 1])
     table = most_confused_pairs(labels, preds)
-    assert list(zip(table["true"], table["pred"], table["count"])) == [
+    assert list(zip(table["true"], table["pred"], table["count"], strict=True)) == [
         (4, 9, 3), (3, 5, 2), (7, 1, 2), (5, 3, 1)]
     assert table["share"].tolist() == pytest.approx([3 / 4, 2 / 3, 2 / 3, 1 / 2])
     assert len(most_confused_pairs(labels, preds, k=2)) == 2

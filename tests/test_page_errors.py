@@ -14,7 +14,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import digitrec
-from dashboard import insight, ui
+from dashboard.helpers import errors as errors_helpers
+from dashboard.helpers import shared
 from digitrec import evaluation
 from digitrec.runs import RunStore
 from digitrec.training import TrainConfig
@@ -42,7 +43,7 @@ def only_store(monkeypatch, root) -> None:
     """Point the page at the store in `root` alone: no shipped starter run beside it, so the
     tests see exactly the runs they trained."""
     monkeypatch.setenv("DIGITREC_HOME", str(root))
-    monkeypatch.setattr(ui, "run_store", lambda: RunStore(root, starter_dir=None))
+    monkeypatch.setattr(shared, "run_store", lambda: RunStore(root, starter_dir=None))
 
 
 @pytest.fixture
@@ -169,7 +170,7 @@ def test_class_filters_change_the_gallery_and_outline_the_cell(home):
     assert (shape["x0"], shape["y0"]) == (p - 0.5, t - 0.5)
 
     # Any prediction, correct ones too: every test digit of class t.
-    at.selectbox(key="err_pred").set_value(insight.ANY)
+    at.selectbox(key="err_pred").set_value(errors_helpers.ANY)
     at.toggle(key="err_correct").set_value(True).run()
     assert at.subheader[0].value == f"Digits on true {t}: {(labels == t).sum():,} digits"
     shown = gallery_indices(at)
@@ -282,28 +283,28 @@ def test_fashion_mnist_uses_class_names_and_a_single_run_cannot_be_compared(home
 
 def test_cell_from_selection_reads_the_clicked_cell():
     # As Streamlit delivers it: customdata a list, or a typed array turned into a dict.
-    assert insight.cell_from_selection(
+    assert errors_helpers.cell_from_selection(
         {"points": [{"curve_number": 1, "customdata": [4, 9], "x": 9, "y": 4}]}) == (4, 9)
-    assert insight.cell_from_selection({"points": [{"customdata": {"0": 3, "1": 5}}]}) == (3, 5)
-    assert insight.cell_from_selection({"points": [], "box": [], "lasso": []}) is None
-    assert insight.cell_from_selection({"points": [{"x": 1, "y": 2}]}) is None  # the heatmap
-    assert insight.cell_from_selection(None) is None
+    assert errors_helpers.cell_from_selection({"points": [{"customdata": {"0": 3, "1": 5}}]}) == (3, 5)
+    assert errors_helpers.cell_from_selection({"points": [], "box": [], "lasso": []}) is None
+    assert errors_helpers.cell_from_selection({"points": [{"x": 1, "y": 2}]}) is None  # the heatmap
+    assert errors_helpers.cell_from_selection(None) is None
 
 
 def test_index_from_selection_reads_the_clicked_digit():
-    assert insight.index_from_selection({"points": [{"customdata": [1234]}]}) == 1234
-    assert insight.index_from_selection({"points": [{"customdata": 77}]}) == 77
-    assert insight.index_from_selection({"points": [{"customdata": [5, 3, 8]}]}) == 5
-    assert insight.index_from_selection({"points": []}) is None
+    assert errors_helpers.index_from_selection({"points": [{"customdata": [1234]}]}) == 1234
+    assert errors_helpers.index_from_selection({"points": [{"customdata": 77}]}) == 77
+    assert errors_helpers.index_from_selection({"points": [{"customdata": [5, 3, 8]}]}) == 5
+    assert errors_helpers.index_from_selection({"points": []}) is None
 
 
 def test_gallery_heading_and_page_bounds():
     names = [str(d) for d in range(10)]
-    assert insight.gallery_heading(2, 7, False, 12, names) == "True 2 read as 7: 12 digits"
-    assert insight.gallery_heading(4, insight.ANY, False, 1, names) == "Errors on true 4: 1 digit"
-    assert insight.gallery_heading(insight.ANY, 3, True, 5, names) == "Digits read as 3: 5 digits"
-    assert insight.gallery_heading(insight.ANY, insight.ANY, False, 0, names) == "All errors: 0 digits"
-    assert insight.page_bounds(40, 1, 16) == (0, 16)
-    assert insight.page_bounds(40, 3, 16) == (32, 40)
-    assert insight.page_bounds(40, 9, 16) == (32, 40)  # past the end: the last page
-    assert insight.page_bounds(0, 1, 16) == (0, 0)
+    assert errors_helpers.gallery_heading(2, 7, False, 12, names) == "True 2 read as 7: 12 digits"
+    assert errors_helpers.gallery_heading(4, errors_helpers.ANY, False, 1, names) == "Errors on true 4: 1 digit"
+    assert errors_helpers.gallery_heading(errors_helpers.ANY, 3, True, 5, names) == "Digits read as 3: 5 digits"
+    assert errors_helpers.gallery_heading(errors_helpers.ANY, errors_helpers.ANY, False, 0, names) == "All errors: 0 digits"
+    assert errors_helpers.page_bounds(40, 1, 16) == (0, 16)
+    assert errors_helpers.page_bounds(40, 3, 16) == (32, 40)
+    assert errors_helpers.page_bounds(40, 9, 16) == (32, 40)  # past the end: the last page
+    assert errors_helpers.page_bounds(0, 1, 16) == (0, 0)

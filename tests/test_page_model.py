@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import training_ui as tui
+from dashboard import components
+from dashboard.helpers import model as model_helpers
 from digitrec import jobs, models
 from digitrec.runs import RunStore
 from digitrec.training import TrainConfig
@@ -107,7 +108,7 @@ def test_hyperparameters_change_the_table_and_the_url(run_home):
     assert "784 inputs x 64 units + 64 biases = 50,240" in markdown(at)
     assert at.query_params["hp_units"] == "64"
     at.toggle(key="model_quick").set_value(True).run()
-    assert at.query_params["limit"] == str(tui.QUICK_LIMIT)
+    assert at.query_params["limit"] == str(model_helpers.QUICK_LIMIT)
 
 
 def test_query_params_prefill_the_widgets(run_home):
@@ -272,24 +273,24 @@ def test_a_job_running_elsewhere_is_listed_and_can_be_shown(run_home):
 @pytest.mark.parametrize("family", list(models.FAMILIES))
 def test_every_family_round_trips_through_the_url(family):
     config = TrainConfig.for_family(family, seed=3, train_limit=1000)
-    form, warnings = tui.from_query(tui.to_query(config))
+    form, warnings = model_helpers.from_query(model_helpers.to_query(config))
     assert warnings == []
-    assert tui.to_config(form, "mnist") == config
+    assert model_helpers.to_config(form, "mnist") == config
 
 
 def test_stored_runs_outside_the_widget_bounds_open_clipped_with_a_warning():
     config = TrainConfig.for_family("mlp", epochs=500, batch_size=8, learning_rate=2.0)
-    form, warnings = tui.form_of(config)
+    form, warnings = model_helpers.form_of(config)
     assert form["epochs"] == 5 and form["learning_rate"] == pytest.approx(1e-3)
     assert form["batch_size"] == 8
     assert len(warnings) == 2 and "epochs=500" in warnings[0] and "lr=2" in warnings[1]
 
 
 def test_slider_float_noise_does_not_change_the_cache_key():
-    form = tui.default_form("mlp_dropout")
+    form = model_helpers.default_form("mlp_dropout")
     form["hparams"]["dropout"] = 0.30000000000000004
     form["learning_rate"] = 0.0010000000000000002
-    assert tui.to_config(form, "mnist") == TrainConfig.for_family("mlp_dropout",
+    assert model_helpers.to_config(form, "mnist") == TrainConfig.for_family("mlp_dropout",
                                                                    hparams={"dropout": 0.3})
 
 
@@ -297,7 +298,7 @@ def test_run_zip_is_an_importable_run(run_home):
     from digitrec.runs import RunStore
     from digitrec.transfer import import_archive
     starter = next(i for i in RunStore().list_runs("mnist") if i.shipped)
-    data = tui.run_zip(starter.run_id)
+    data = model_helpers.run_zip(starter.run_id)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = {n.split("/")[-1] for n in zf.namelist()}
     assert {"model.keras", "config.json", "metrics.json", "history.json", "test_probs.npy"} <= names
@@ -307,7 +308,7 @@ def test_run_zip_is_an_importable_run(run_home):
 
 
 def test_durations_and_progress_lines():
-    assert [tui.duration(s) for s in (None, 4.4, 65, 3725)] == ["…", "4 s", "1 min 05 s", "1 h 02 min"]
-    assert tui.progress_text({"phase": "training", "epoch": 2, "epochs": 5, "batch": 7,
+    assert [components.duration(s) for s in (None, 4.4, 65, 3725)] == ["…", "4 s", "1 min 05 s", "1 h 02 min"]
+    assert components.progress_text({"phase": "training", "epoch": 2, "epochs": 5, "batch": 7,
                               "batches": 10}) == "Epoch 2/5 · batch 7/10"
-    assert tui.progress_text({"phase": "starting"}).startswith("Starting a worker")
+    assert components.progress_text({"phase": "starting"}).startswith("Starting a worker")

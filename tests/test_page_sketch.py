@@ -18,10 +18,13 @@ import pytest
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
-from dashboard import sketch_ui, ui
+from dashboard import components
+from dashboard.helpers import shared
+from dashboard.helpers import sketch as sketch_helpers
 from digitrec.datasets import load_dataset
 from digitrec.inference import Predictor
 from digitrec.preprocess import UploadError, augment_view, decode_upload, to_mnist
+from digitrec.robustness import ROTATIONS, SHIFTS
 from digitrec.runs import RunStore
 from digitrec.training import TrainConfig
 
@@ -147,17 +150,17 @@ def test_empty_canvas_asks_for_a_drawing_and_lists_the_runs(home, trained):
     assert trained[1].run_id in {i.run_id for i in runs}
     # Every complete run (the shipped starter too, if there is one), best test accuracy first.
     runs.sort(key=lambda i: -i.metrics["test_accuracy"])
-    assert picker.options == [sketch_ui.run_label(i) for i in runs]
+    assert picker.options == [components.run_label(i, age=False) for i in runs]
     assert picker.value == runs[0].run_id  # default: the best
     for info in runs:
-        label = sketch_ui.run_label(info)
+        label = components.run_label(info, age=False)
         assert f"{info.metrics['test_accuracy']:.2%}" in label and info.run_id[:8] in label
         assert ("shipped starter" in label) == info.shipped
     assert at.radio(key="sketch_source").options == ["Draw", "Upload an image"]
 
 
 def test_no_model_says_how_to_train_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(ui, "run_store", lambda: RunStore(tmp_path / "none", starter_dir=None))
+    monkeypatch.setattr(shared, "run_store", lambda: RunStore(tmp_path / "none", starter_dir=None))
     at = sketch_page()
     assert "python -m digitrec train" in at.warning[0].value
     assert not at.selectbox and prediction(at) is None
@@ -181,7 +184,7 @@ def test_a_drawing_is_read_explained_and_perturbed(home, trained, canvas):
     assert bars["x"] == [str(d) for d in range(10)]
     assert np.allclose(values(bars["y"]), probs, atol=1e-6)
     colours = bars["marker"]["color"]
-    assert [i for i, c in enumerate(colours) if c == sketch_ui.PREDICTED_COLOUR] == [digit]
+    assert [i for i, c in enumerate(colours) if c == sketch_helpers.PREDICTED_COLOUR] == [digit]
     assert any("sure · read in" in c.value for c in at.caption)
 
     # What the model sees: every preprocessing step, then the explanations.
@@ -202,12 +205,12 @@ def test_a_drawing_is_read_explained_and_perturbed(home, trained, canvas):
     assert now.delta == f"{(moved[digit] - probs[digit]) * 100:+.1f} pts for {digit}"
     assert prediction(at) == str(digit)  # the original reading is unchanged
     sweep = figure(at, "sketch_sweep")
-    assert values(sweep["data"][0]["x"]) == list(sketch_ui.ROTATIONS)
+    assert values(sweep["data"][0]["x"]) == list(ROTATIONS)
     assert sweep["layout"]["shapes"][0]["x0"] == 45  # the slider's position is marked
     # One sweep chart at a time; the selector swaps it for the sideways shift.
     at.segmented_control(key="sketch_sweep_axis").set_value("Shift right").run()
     sweep = figure(at, "sketch_sweep")
-    assert values(sweep["data"][0]["x"]) == list(sketch_ui.SHIFTS)
+    assert values(sweep["data"][0]["x"]) == list(SHIFTS)
     assert sweep["layout"]["shapes"][0]["x0"] == 3
     assert len([c for c in at.get("plotly_chart")]) == 2  # the bars and one sweep
 
@@ -272,17 +275,17 @@ def test_bad_uploads_get_a_clear_error_and_no_prediction(home):
 
 def test_read_upload_is_the_whole_upload_path(home, trained):
     _, run, predictor = trained
-    ref = ui.ref_of(RunStore().info(run.run_id))
+    ref = shared.ref_of(RunStore().info(run.run_id))
     test_images, _ = load_dataset("mnist", "test")
     data = png(255 - test_images[1])
-    pre, digit, probs = sketch_ui.read_upload(ref, data)
+    pre, digit, probs = sketch_helpers.read_upload(ref, data)
     assert pre.inverted and not pre.blank
     assert digit == expected(predictor, decode_upload(data))[0] and probs.shape == (10,)
-    pre, digit, probs = sketch_ui.read_upload(ref, png(np.zeros((40, 40), np.uint8)))
+    pre, digit, probs = sketch_helpers.read_upload(ref, png(np.zeros((40, 40), np.uint8)))
     assert pre.blank and digit is None and probs is None
     for junk in (b"", b"GIF89a" + b"\0" * 20, png(test_images[1])[:60]):
         with pytest.raises(UploadError):
-            sketch_ui.read_upload(ref, junk)
+            sketch_helpers.read_upload(ref, junk)
 
 
 def test_the_errors_page_digit_is_offered_and_read(home, trained):
@@ -316,8 +319,8 @@ def test_the_app_shell_routes_to_the_sketch_page(home):
 def test_pictures_are_square_crisp_and_bounded():
     fitted = np.zeros((20, 14), np.float32)
     fitted[:, 7] = 1.0
-    shown = sketch_ui.enlarge(fitted, 112)
+    shown = sketch_helpers.enlarge(fitted, 112)
     assert shown.shape == (100, 100) and shown.dtype == np.uint8  # padded square, 5x, no blur
     assert set(np.unique(shown)) == {0, 255}
-    assert sketch_ui.enlarge(np.zeros((3000, 2000, 3), np.uint8), 112).shape == (224, 224, 3)
-    assert sketch_ui.enlarge(np.zeros((28, 28, 1), np.uint8), 112).shape == (112, 112)
+    assert sketch_helpers.enlarge(np.zeros((3000, 2000, 3), np.uint8), 112).shape == (224, 224, 3)
+    assert sketch_helpers.enlarge(np.zeros((28, 28, 1), np.uint8), 112).shape == (112, 112)

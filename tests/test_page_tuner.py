@@ -18,7 +18,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import digitrec
-from dashboard import tuner_ui as tnu
+from dashboard.helpers import tuner as tuner_helpers
 from digitrec import models, training, tuning
 from digitrec.runs import RunStore
 from digitrec.training import TrainConfig
@@ -148,7 +148,7 @@ def test_the_link_names_the_search_and_an_unknown_one_warns(home):
 
 def test_csv_matches_the_trials(home):
     frame = tuning.results_frame(search_dir(home))
-    csv = pd.read_csv(io.BytesIO(tnu.trials_csv(frame)), dtype={"trial_id": str})
+    csv = pd.read_csv(io.BytesIO(tuner_helpers.trials_csv(frame)), dtype={"trial_id": str})
     assert list(csv["trial_id"]) == ["0", "1"]
     assert np.allclose(csv["score"], frame["score"])
 
@@ -168,7 +168,7 @@ def test_damaged_trial_json_warns_and_the_page_still_works(home):
 def test_empty_store_explains_what_a_search_is(run_home):
     at = page()
     text = texts(at.info)
-    assert "No search yet" in text and tnu.CLI_EXAMPLE in text
+    assert "No search yet" in text and tuner_helpers.CLI_EXAMPLE in text
     assert not at.dataframe and not at.get("plotly_chart")
     assert at.button(key="tuner_start").label == "Start / resume"
     assert at.selectbox(key="tuner_tuner").value == "hyperband"
@@ -236,7 +236,7 @@ def test_finished_train_best_and_transfer_show_their_results(home, run_home, tin
         f"{tiny_transfer.metrics['test_accuracy']:.4f}"
     captions = texts(at.caption)
     assert f"`{full.key()}`" in captions and f"`{transfer.key()}`" in captions
-    assert tnu.validation_text(transfer) in captions  # what the transfer's curves watched
+    assert tuner_helpers.validation_text(transfer) in captions  # what the transfer's curves watched
 
     # The transfer's learning curves are the stored history (train and validation).
     figs = charts(at)
@@ -266,8 +266,7 @@ def test_start_a_search_from_the_page_and_see_it_in_a_second_tab(run_home):
         widget = at.selectbox(key=f"tuner_{name}") if name in ("tuner", "family") \
             else at.number_input(key=f"tuner_{name}")
         widget.set_value(value)
-    at.run()
-    at.button(key="tuner_start").click().run()
+    at.button(key="tuner_start").click().run()  # a form: its values travel with its submit
     assert not at.exception, [e.message for e in at.exception]
     config = SearchConfig(tuner="random", family="fast", max_trials=1, epochs=1, subsample=0.005)
     assert at.query_params["search"] == config.key()
@@ -291,19 +290,19 @@ def test_parcoords_maps_categories_and_absent_settings():
     frame = pd.DataFrame({"trial_id": ["0", "1", "2", "3"], "score": [0.9, 0.8, math.nan, 0.7],
                           "act": ["relu", "gelu", "relu", "relu"],
                           "filters_1_0": [64, None, 96, 128], "dense": [64, 128, 64, 192]})
-    fig = tnu.parcoords_figure(frame, ["act", "filters_1_0", "dense"])
+    fig = tuner_helpers.parcoords_figure(frame, ["act", "filters_1_0", "dense"])
     dims = {d.label: d for d in fig.data[0].dimensions}
     assert list(dims["act"].ticktext) == ["gelu", "relu"]
     assert list(dims["act"].values) == [1, 0, 1]  # the unscored trial 2 is left out
     f = dims["filters_1_0"]
     assert "absent" in f.ticktext and f.values[1] < 64
     assert list(dims["dense"].values) == [64, 128, 192]
-    assert tnu.parcoords_figure(frame.assign(score=math.nan), ["act"]) is None
+    assert tuner_helpers.parcoords_figure(frame.assign(score=math.nan), ["act"]) is None
 
 
 def test_form_rounds_floats_into_the_same_search_key():
-    form = dict(tnu.DEFAULTS, subsample=0.05000000001, validation=0.2000000001)
-    config = tnu.to_search_config(form, "mnist")
-    assert config.key() == SearchConfig(**dict(tnu.DEFAULTS, dataset="mnist")).key()
+    form = dict(tuner_helpers.DEFAULTS, subsample=0.05000000001, validation=0.2000000001)
+    config = tuner_helpers.to_search_config(form, "mnist")
+    assert config.key() == SearchConfig(**dict(tuner_helpers.DEFAULTS, dataset="mnist")).key()
     with pytest.raises(ValueError):
-        tnu.to_search_config(dict(tnu.DEFAULTS, tuner="grid"), "mnist")
+        tuner_helpers.to_search_config(dict(tuner_helpers.DEFAULTS, tuner="grid"), "mnist")

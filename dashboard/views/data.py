@@ -2,39 +2,18 @@
 
 Class balance, sample images, one image pixel by pixel (raw and scaled), the mean image per
 class, the pixel-value distribution, the notebook's table view and a CSV export. All numbers
-come from `dashboard.ui` (cached) and `digitrec`; this file only lays them out.
+come from `digitrec` through `dashboard/helpers/data.py` (cached, with the figures); this file
+only lays them out.
 """
-import numpy as np
-import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
 
 import digitrec
-from dashboard import ui
+from dashboard import components
+from dashboard.helpers import data as data_helpers
+from dashboard.helpers import shared
 
 CSV_DEFAULT_ROWS = 1_000  # enough to look at in a spreadsheet; the whole split is ~110 MB
 ALL = -1  # the sample grid's "all classes" choice (None would give the select box a clear button)
-
-
-def class_histogram(name: str, split: str):
-    """Bar chart of images per class in one split."""
-    counts = ui.class_counts(name, split)
-    fig = px.bar(x=list(ui.class_names(name)), y=counts, text=counts,
-                 labels={"x": "class", "y": "images"}, title=f"{split} ({counts.sum():,} images)")
-    fig.update_traces(textangle=0)
-    fig.update_layout(height=320, margin=dict(t=40, b=0), xaxis_type="category")
-    return fig
-
-
-def pixel_heatmap(image: np.ndarray, texttemplate: str, title: str):
-    """A 28x28 heatmap with every pixel's value written in its cell (the notebook's sns.heatmap)."""
-    fig = go.Figure(go.Heatmap(z=image, texttemplate=texttemplate, textfont_size=7,
-                               colorscale="gray_r", showscale=False,
-                               hovertemplate="row %{y}, col %{x}: %{z}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", showticklabels=False)
-    fig.update_xaxes(constrain="domain", showticklabels=False)
-    fig.update_layout(title=title, height=560, margin=dict(l=0, r=0, t=40, b=0))
-    return fig
 
 
 def _reshuffle() -> None:
@@ -42,8 +21,8 @@ def _reshuffle() -> None:
 
 
 def render() -> None:
-    name = ui.current_dataset()
-    names = ui.class_names(name)
+    name = shared.current_dataset()
+    names = shared.class_names(name)
     st.title(f"Data · {digitrec.dataset_info(name).title}")
     st.markdown(
         "Each image is a 28 × 28 grid of grey levels, 0 (background) to 255 (full ink). "
@@ -52,20 +31,20 @@ def render() -> None:
         "(`pixel_k` sits at row k // 28, column k % 28).")
     try:
         for part in ("train", "test"):  # fail early, with the fix in the message
-            ui.load_split(name, part)
+            shared.load_split(name, part)
     except digitrec.DatasetError as e:
         st.error(str(e))
         st.stop()
 
     st.subheader("Images per class")
     left, right = st.columns(2)
-    left.plotly_chart(class_histogram(name, "train"), key="data_hist_train")
-    right.plotly_chart(class_histogram(name, "test"), key="data_hist_test")
+    left.plotly_chart(data_helpers.class_histogram(name, "train"), key="data_hist_train")
+    right.plotly_chart(data_helpers.class_histogram(name, "test"), key="data_hist_test")
     st.caption("The classes are close to balanced, so plain accuracy is a fair summary of a model.")
 
     split = st.radio("Split for the views below", ["train", "test"], horizontal=True,
                      key="data_split")
-    images, labels = ui.load_split(name, split)
+    images, labels = shared.load_split(name, split)
 
     st.subheader("Sample images")
     c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
@@ -73,9 +52,9 @@ def render() -> None:
                          format_func=lambda c: "all classes" if c == ALL else names[c])
     count = c2.slider("How many", 8, 64, 24, step=8, key="data_sample_count")
     c3.button("Reshuffle", on_click=_reshuffle, icon=":material/shuffle:")
-    picked = ui.sample_indices(name, split, None if label == ALL else label, count,
+    picked = data_helpers.sample_indices(name, split, None if label == ALL else label, count,
                                st.session_state.get("data_seed", 0))
-    st.plotly_chart(ui.digit_grid(images[picked], [f"{names[labels[i]]}<br>#{i}" for i in picked],
+    st.plotly_chart(components.digit_grid(images[picked], [f"{names[labels[i]]}<br>#{i}" for i in picked],
                                   columns=12), key="data_samples")
 
     st.subheader("One image, pixel by pixel")
@@ -87,23 +66,23 @@ def render() -> None:
         "saturate and the gradients are uneven. Dividing by 255 maps every pixel into 0–1 without "
         "changing the picture, as the two maps show. Every digitrec model is fed 0–1 pixels.")
     raw, scaled = st.columns(2)
-    raw.plotly_chart(pixel_heatmap(images[index], "%{z}", f"raw 0–255 · label {names[labels[index]]}"),
+    raw.plotly_chart(data_helpers.pixel_heatmap(images[index], "%{z}",
+                                                f"raw 0–255 · label {names[labels[index]]}"),
                      key="data_heat_raw")
-    scaled.plotly_chart(pixel_heatmap(ui.scale01(images[index]), "%{z:.2f}", "scaled 0–1 (÷ 255)"),
+    scaled.plotly_chart(data_helpers.pixel_heatmap(data_helpers.scaled(images[index]), "%{z:.2f}",
+                                                   "scaled 0–1 (÷ 255)"),
                         key="data_heat_scaled")
 
     st.subheader("Mean image per class")
-    st.plotly_chart(ui.digit_grid(ui.mean_images(name, split), list(names), columns=10, cell_px=110),
+    st.plotly_chart(components.digit_grid(data_helpers.mean_images(name, split), list(names),
+                                          columns=10, cell_px=110),
                     key="data_means")
     st.caption("The average of every image of a class: where the ink usually is. A model must "
                "learn what separates these shapes, and each digit's own variations around them.")
 
     st.subheader("Pixel intensity distribution")
-    hist = ui.intensity_histogram(name, split)
-    fig = px.bar(x=np.arange(256), y=hist, log_y=True, labels={"x": "pixel value", "y": "pixels"})
-    fig.update_layout(height=320, margin=dict(t=10, b=0), bargap=0)
-    fig.update_yaxes(dtick=1)  # label powers of ten only
-    st.plotly_chart(fig, key="data_intensity")
+    hist = data_helpers.intensity_histogram(name, split)
+    st.plotly_chart(data_helpers.intensity_figure(hist), key="data_intensity")
     st.caption(f"{hist[0] / hist.sum():.0%} of all pixels are pure background (0); "
                "the ink is mostly near 0 or near 255, with few grey levels between (log scale).")
 
@@ -112,7 +91,7 @@ def render() -> None:
     start, stop = c1.slider("Pixel columns", 0, 784, (160, 210), key="data_columns")
     rows = c2.number_input("Rows (head)", 1, 100, 8, key="data_head_rows")
     scale = c3.toggle("Scaled to 0–1", key="data_head_scaled")
-    st.dataframe(ui.head_table(name, split, rows, start, stop, scale), key="data_head")
+    st.dataframe(data_helpers.head_table(name, split, rows, start, stop, scale), key="data_head")
     st.caption("Digits are centred, so the outer columns are almost all 0; the notebook looks at "
                "columns 160–210, the middle rows of the image.")
 
@@ -123,7 +102,7 @@ def render() -> None:
     st.download_button(f"Download {n:,} rows as CSV", file_name=f"{name}-{split}-{n}.csv",
                        mime="text/csv", icon=":material/download:", on_click="ignore",
                        # Built only when clicked: the whole training split is ~110 MB of text.
-                       data=lambda: ui.csv_bytes(name, split, n))
+                       data=lambda: data_helpers.csv_bytes(name, split, n))
     st.caption("Same format as the notebook's CSV: a header `label,pixel_0,…,pixel_783`, one image "
                "per row, about 1.8 kB each: the whole training split is ~110 MB and takes ~15 s to build.")
 

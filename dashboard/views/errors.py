@@ -3,8 +3,8 @@
 Pick a run; click a cell of the confusion matrix to see those digits in the gallery; click a
 digit to see which pixels drove the answer (saliency, Grad-CAM, occlusion); compare two runs
 digit by digit with McNemar's test; project the test digits to 2-D, as pixels and as the model
-sees them. Numbers come from `digitrec` through `dashboard.insight` (cached); this file lays
-them out. Runs alone too: `streamlit run dashboard/views/errors.py`.
+sees them. Numbers come from `digitrec` through `dashboard/helpers/errors.py` (cached, with
+the figures); this file lays them out. Runs alone too: `streamlit run dashboard/views/errors.py`.
 """
 import functools
 import sys
@@ -22,9 +22,16 @@ import streamlit as st  # noqa: E402
 from streamlit.errors import StreamlitAPIException  # noqa: E402
 
 import digitrec  # noqa: E402
-from dashboard import insight, ui  # noqa: E402
-from dashboard.insight import (ANY, cell_from_selection, gallery_heading,  # noqa: E402
-                               index_from_selection, page_bounds)
+from dashboard import components  # noqa: E402
+from dashboard.helpers import errors as errors_helpers  # noqa: E402
+from dashboard.helpers import shared  # noqa: E402
+from dashboard.helpers.errors import (  # noqa: E402
+    ANY,
+    cell_from_selection,
+    gallery_heading,
+    index_from_selection,
+    page_bounds,
+)
 from digitrec import evaluation  # noqa: E402
 
 TABS = ("Errors", "Why did it say that?", "Per class", "Compare two runs", "Embedding")
@@ -106,14 +113,11 @@ def no_runs_message(dataset: str) -> None:
         "`$DIGITREC_HOME` or `./runs`).", icon=":material/model_training:")
 
 
-def pick_run(runs) -> "insight.RunRef":
-    ids = [r.run_id for r in runs]
-    if st.session_state.get("err_run") not in ids:
-        st.session_state["err_run"] = ids[0]  # the best run; also after a dataset switch
-    labels = {r.run_id: ui.run_label(r) for r in runs}
-    run_id = st.selectbox("Run", ids, key="err_run", format_func=labels.get,
-                          help="Complete runs of this dataset, best test accuracy first.")
-    return ui.ref_of(next(r for r in runs if r.run_id == run_id))
+def pick_run(runs) -> "shared.RunRef":
+    # The best run first; also after a dataset switch.
+    info = components.run_picker(runs, "err_run",
+                                 help="Complete runs of this dataset, best test accuracy first.")
+    return shared.ref_of(info)
 
 
 def summary(info, probs: np.ndarray, labels: np.ndarray) -> None:
@@ -134,7 +138,7 @@ def errors_tab(ref, dataset: str, images, labels, probs, names) -> None:
         st.markdown("**Confusion matrix**: rows are the true class, columns what the model said. "
                     "Click a cell to see those digits below.")
         highlight = (true_class, pred_class) if ANY not in (true_class, pred_class) else None
-        st.plotly_chart(insight.confusion_figure(cm, names, highlight), key=_matrix_key(),
+        st.plotly_chart(errors_helpers.confusion_figure(cm, names, highlight), key=_matrix_key(),
                         on_select=_on_cell_selected, selection_mode=("points",))
     with right:
         st.markdown("**Most confused pairs** (select a row to see them)")
@@ -142,7 +146,7 @@ def errors_tab(ref, dataset: str, images, labels, probs, names) -> None:
         table = pd.DataFrame({"true": [names[t] for t in pairs["true"]],
                               "read as": [names[p] for p in pairs["pred"]],
                               "digits": pairs["count"], "share of class": pairs["share"]})
-        cells = list(zip(pairs["true"].tolist(), pairs["pred"].tolist()))
+        cells = list(zip(pairs["true"].tolist(), pairs["pred"].tolist(), strict=True))
         st.dataframe(table, hide_index=True, key="err_pairs", selection_mode="single-row",
                      on_select=functools.partial(_on_pair_selected, cells),
                      column_config={"share of class": st.column_config.NumberColumn(format="percent")})
@@ -159,7 +163,7 @@ def errors_tab(ref, dataset: str, images, labels, probs, names) -> None:
     c4.button("Clear", key="err_clear", on_click=_clear_filters, icon=":material/filter_alt_off:",
               help="Back to all errors.", disabled=(true_class, pred_class) == (ANY, ANY))
     per_page = c5.selectbox("Per page", PER_PAGE, key="err_per_page")
-    table = insight.error_table(ref, labels, include_correct,
+    table = errors_helpers.error_table(ref, labels, include_correct,
                                 None if true_class == ANY else true_class,
                                 None if pred_class == ANY else pred_class)
     pages = max(1, -(-len(table) // per_page))
@@ -176,7 +180,7 @@ def errors_tab(ref, dataset: str, images, labels, probs, names) -> None:
     st.caption(f"Showing {start + 1:,}–{stop:,}, most confident mistakes first. Bars: the model's "
                "probability per class (green: the right answer, red: its wrong answer). "
                "Click a digit to see why the model said that.")
-    st.plotly_chart(insight.gallery_figure(images, probs, table.iloc[start:stop], names),
+    st.plotly_chart(errors_helpers.gallery_figure(images, probs, table.iloc[start:stop], names),
                     key="err_gallery", on_select=lambda: _on_digit_clicked("err_gallery"),
                     selection_mode=("points",))
 
@@ -185,7 +189,7 @@ def why_tab(ref, dataset: str, images, labels, probs, names) -> None:
     st.markdown("Which pixels pushed the model to its answer? Pick a test digit (or click one "
                 "in the gallery of the *Errors* tab).")
     if "err_example" not in st.session_state:
-        first = insight.error_table(ref, labels, False, None, None)
+        first = errors_helpers.error_table(ref, labels, False, None, None)
         st.session_state["err_example"] = int(first.index[0]) if len(first) else 0
     c1, c2, c3 = st.columns([1, 2, 2], vertical_alignment="bottom")
     index = int(c1.number_input(f"Test digit (0 – {len(labels) - 1:,})", 0, len(labels) - 1,
@@ -207,10 +211,10 @@ def why_tab(ref, dataset: str, images, labels, probs, names) -> None:
     verdict = "right" if pred == true else "wrong"
     st.markdown(f"Digit **#{index}**: true class **{names[true]}**, the model said "
                 f"**{names[pred]}** ({probs[index, pred]:.1%}) — {verdict}.")
-    maps = insight.explanations(ref, images[index], target)
-    shown = insight.overlays(images[index], maps)
+    maps = errors_helpers.explanations(ref, images[index], target)
+    shown = errors_helpers.overlays(images[index], maps)
     cols = st.columns(4)
-    cols[0].image(insight.enlarge(images[index], invert=False), caption="the digit", width=168)
+    cols[0].image(errors_helpers.enlarge(images[index], invert=False), caption="the digit", width=168)
     cols[1].image(shown["saliency"], width=168,
                   caption="saliency: pixels that move the score most")
     if shown["gradcam"] is not None:
@@ -223,8 +227,8 @@ def why_tab(ref, dataset: str, images, labels, probs, names) -> None:
     drop = float(np.max(maps["occlusion"]))
     st.caption(f"Bright = strong. The maps explain the class **{names[target]}**. Hiding the most "
                f"important 4×4 patch lowers its probability by up to {drop:.0%}.")
-    colours = [insight.TRUE_COLOUR if c == true else insight.WRONG_COLOUR if c == pred
-               else insight.OTHER_COLOUR for c in range(len(names))]
+    colours = [errors_helpers.TRUE_COLOUR if c == true else errors_helpers.WRONG_COLOUR if c == pred
+               else errors_helpers.OTHER_COLOUR for c in range(len(names))]
     bars = px.bar(x=list(names), y=probs[index], labels={"x": "class", "y": "probability"})
     bars.update_traces(marker_color=colours)
     bars.update_layout(height=220, margin=dict(t=10, b=0), xaxis_type="category",
@@ -256,19 +260,15 @@ def compare_tab(ref_a, runs, dataset: str, images, labels, probs_a, names) -> No
         st.info("There is only one run of this dataset. Train another model (say an MLP and a "
                 "CNN) to see which digits one fixes and the other breaks.")
         return
-    labels_of = {r.run_id: ui.run_label(r) for r in others}
-    ids = list(labels_of)
-    if st.session_state.get("err_run_b") not in ids:
-        st.session_state["err_run_b"] = ids[0]
-    run_b = st.selectbox("Compare with run B", ids, key="err_run_b", format_func=labels_of.get,
-                         help="Run A is the run picked above.")
-    ref_b = ui.ref_of(next(r for r in others if r.run_id == run_b))
-    probs_b = insight.test_probabilities(ref_b)
+    run_b = components.run_picker(others, "err_run_b", "Compare with run B",
+                                  help="Run A is the run picked above.")
+    ref_b = shared.ref_of(run_b)
+    probs_b = errors_helpers.test_probabilities(ref_b)
     if probs_b.shape != probs_a.shape:
         st.error(f"Run B has predictions for {len(probs_b):,} digits and run A for "
                  f"{len(probs_a):,}: they were not evaluated on the same test set.")
         return
-    diff = insight.comparison(ref_a, ref_b, labels, "A", "B")
+    diff = errors_helpers.comparison(ref_a, ref_b, labels, "A", "B")
     c = st.columns(5)
     c[0].metric("Accuracy A → B", f"{diff.accuracy_b:.2%}",
                 delta=f"{(diff.accuracy_b - diff.accuracy_a) * 100:+.2f} points")
@@ -294,7 +294,7 @@ def compare_tab(ref_a, runs, dataset: str, images, labels, probs_a, names) -> No
         shown = indices[np.argsort(-confidence[indices], kind="stable")][:COMPARE_SHOWN]
         titles = [f"#{i} · true {names[labels[i]]}<br>A {names[pred_a[i]]} → B {names[pred_b[i]]}"
                   for i in shown]
-        st.plotly_chart(ui.digit_grid(images[shown], titles, columns=12, cell_px=100), key=key)
+        st.plotly_chart(components.digit_grid(images[shown], titles, columns=12, cell_px=100), key=key)
         if len(indices) > COMPARE_SHOWN:
             st.caption(f"The {COMPARE_SHOWN} most confident of {len(indices):,}.")
 
@@ -315,17 +315,17 @@ def embedding_tab(ref, dataset: str, images, labels, probs, names) -> None:
             st.info("t-SNE takes a few seconds per thousand digits: press **Draw**.")
             return
         st.session_state["err_embed_request"] = request
-    idx = insight.sample(labels, n)
+    idx = errors_helpers.sample(labels, n)
     preds = probs[idx].argmax(axis=1)
     sample_images, sample_labels = images[idx], labels[idx].astype(np.int64)
     left, middle, right = st.columns([5, 5, 2])
     for column, key, title, xy in (
             (left, "err_embed_pixels", "raw pixels",
-             lambda: insight.pixel_projection(sample_images, method, 0)),
+             lambda: errors_helpers.pixel_projection(sample_images, method, 0)),
             (middle, "err_embed_model", "the model's penultimate layer",
-             lambda: insight.model_projection(ref, sample_images, method, 0))):
+             lambda: errors_helpers.model_projection(ref, sample_images, method, 0))):
         with column:
-            fig = insight.embedding_figure(xy(), sample_labels, preds, idx, names,
+            fig = errors_helpers.embedding_figure(xy(), sample_labels, preds, idx, names,
                                            f"{title} · {'PCA' if method == 'pca' else 't-SNE'}")
             st.plotly_chart(fig, key=key, on_select=lambda k=key: _on_embedding_point(k),
                             selection_mode=("points",))
@@ -334,7 +334,7 @@ def embedding_tab(ref, dataset: str, images, labels, probs, names) -> None:
         if point is None:
             st.caption("Hover a dot to see its index and labels; click one to see the digit here.")
         else:
-            st.image(insight.enlarge(images[point], 5), width=140)
+            st.image(errors_helpers.enlarge(images[point], 5), width=140)
             st.markdown(f"**#{point}**  \ntrue **{names[labels[point]]}**  \n"
                         f"read as **{names[probs[point].argmax()]}**")
             st.button("Why did it say that?", key="err_embed_explain", on_click=_explain,
@@ -346,18 +346,18 @@ def embedding_tab(ref, dataset: str, images, labels, probs, names) -> None:
 def render() -> None:
     # app.py sets the same; this covers running the file alone (the matrix and gallery need room).
     st.set_page_config(layout="wide")
-    dataset = ui.current_dataset()
-    names = list(ui.class_names(dataset))
+    dataset = shared.current_dataset()
+    names = list(shared.class_names(dataset))
     st.title(f"Errors · {digitrec.dataset_info(dataset).title}")
-    runs = insight.complete_runs(dataset)
+    runs = shared.complete_runs(dataset)
     if not runs:
         no_runs_message(dataset)
         return
     ref = pick_run(runs)
     info = next(r for r in runs if r.run_id == ref.run_id)
     try:
-        images, labels = ui.load_split(dataset, "test")
-        probs = insight.test_probabilities(ref)
+        images, labels = shared.load_split(dataset, "test")
+        probs = errors_helpers.test_probabilities(ref)
         labels = labels.astype(np.int64)
         if probs.shape != (len(labels), len(names)):
             raise evaluation.EvaluationError(
@@ -377,7 +377,7 @@ def render() -> None:
         COMPARE: lambda: compare_tab(ref, runs, dataset, images, labels, probs, names),
         EMBEDDING: lambda: embedding_tab(ref, dataset, images, labels, probs, names),
     }
-    for tab, label in zip(tabs, TABS):
+    for tab, label in zip(tabs, TABS, strict=True):
         if tab.open:
             with tab:
                 sections[label]()

@@ -6,17 +6,17 @@ every second. The settings live in the URL's query parameters, so a reload, a se
 shared link rebuilds the same configuration, and with it finds the same job or stored run.
 """
 import re
-import time
 
 import streamlit as st
 
 import digitrec
-from dashboard import training_ui as tui
-from dashboard import ui
+from dashboard import components
+from dashboard.helpers import model as model_helpers
+from dashboard.helpers import shared
 from digitrec import models
 from digitrec.runs import RunError
-from digitrec.transfer import import_archive
 from digitrec.training import LR_SCHEDULES, OPTIMIZERS, ConfigError, TrainConfig
+from digitrec.transfer import import_archive
 
 FORM = "model_form"  # session key of the form dict: outlives the widgets when the page is left
 NOTICE = "model_notice"  # (kind, message) to show once, set by callbacks
@@ -27,7 +27,6 @@ KEYS = dict(family="model_family", epochs="model_epochs", batch_size="model_batc
             quick="model_quick", limit="model_limit")
 RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule",
                  "validation_split", "augment")
-MAX_TRACE = 2_000  # per-batch points kept for the live curve
 IMPORTED = "model_imported"  # (upload file_id, message kind, message) of the last import
 
 
@@ -48,7 +47,7 @@ def _apply(form: dict) -> None:
 
 def _open(config_dict: dict, notice: str | None = None) -> None:
     """Callback: load a stored run's settings into the form."""
-    form, warnings = tui.form_of(TrainConfig.from_dict(config_dict))
+    form, warnings = model_helpers.form_of(TrainConfig.from_dict(config_dict))
     _apply(form)
     messages = [m for m in [notice, *warnings] if m]
     if messages:
@@ -58,7 +57,7 @@ def _open(config_dict: dict, notice: str | None = None) -> None:
 def _retry(config_dict: dict) -> None:
     """Callback: submit an unfinished run again and show it."""
     try:
-        job = ui.run_store().submit(TrainConfig.from_dict(config_dict))
+        job = shared.run_store().submit(TrainConfig.from_dict(config_dict))
     except ValueError as e:
         st.session_state[NOTICE] = ("error", str(e))
         return
@@ -67,7 +66,7 @@ def _retry(config_dict: dict) -> None:
 
 def _family_changed() -> None:
     """Callback: a new family brings its own training recipe (epochs, batch, optimizer, ...)."""
-    recipe = tui.default_form(st.session_state[KEYS["family"]])
+    recipe = model_helpers.default_form(st.session_state[KEYS["family"]])
     for field in RECIPE_FIELDS:
         st.session_state[KEYS[field]] = recipe[field]
 
@@ -75,7 +74,7 @@ def _family_changed() -> None:
 def _init_form() -> None:
     """First visit in this session: settings from the URL (warning about what is unusable)."""
     if FORM not in st.session_state:
-        form, warnings = tui.from_query(st.query_params)
+        form, warnings = model_helpers.from_query(st.query_params)
         _apply(form)
         if warnings:
             st.session_state[NOTICE] = ("warning", "\n\n".join(warnings))
@@ -83,12 +82,6 @@ def _init_form() -> None:
     for field, key in KEYS.items():  # widgets forgotten while another page was shown
         if key not in st.session_state:
             st.session_state[key] = form[field]
-
-
-def _notice() -> None:
-    kind, text = st.session_state.pop(NOTICE, (None, None))
-    if text:
-        getattr(st, kind)(text)
 
 
 # --------------------------------------------------------------------------- the settings
@@ -134,45 +127,39 @@ def hyperparameters(family: str) -> dict:
 
 
 def layer_table(family: str, hparams: dict, dataset: str) -> None:
-    summary = tui.model_summary(family, tuple(sorted(hparams.items())),
-                                len(ui.class_names(dataset)))
-    st.dataframe(summary["rows"], key="model_layers", hide_index=True,
-                 column_config={"layer": "Layer", "type": "Type", "output_shape": "Output shape",
-                                "params": st.column_config.NumberColumn("Param #", format="localized")})
-    frozen = summary["total"] - summary["trainable"]
-    st.markdown(f"**Total parameters: {summary['total']:,}**" +
-                (f" ({summary['trainable']:,} trained by gradient descent, {frozen:,} running "
-                 "statistics of batch normalisation)" if frozen else ""))
-    if summary["dense"]:
+    summary = model_helpers.model_summary(family, tuple(sorted(hparams.items())),
+                                          len(shared.class_names(dataset)))
+    components.layer_table(summary, key="model_layers")
+    if summary.dense:
         st.markdown("A dense layer connects every input to every unit, and each unit adds a bias:")
-        st.markdown("\n".join(f"- `{name}`: {formula}" for name, formula in summary["dense"]))
+        st.markdown("\n".join(f"- `{name}`: {formula}" for name, formula in summary.dense))
 
 
 def training_settings() -> dict:
     c = st.columns(5)
-    lo, hi = tui.BOUNDS["epochs"]
+    lo, hi = model_helpers.BOUNDS["epochs"]
     epochs = c[0].number_input("Epochs", lo, hi, step=1, key=KEYS["epochs"])
-    lo, hi = tui.BOUNDS["batch_size"]
+    lo, hi = model_helpers.BOUNDS["batch_size"]
     batch = c[1].number_input("Batch size", lo, hi, step=1, key=KEYS["batch_size"])
     optimizer = c[2].selectbox("Optimizer", OPTIMIZERS, key=KEYS["optimizer"])
-    lo, hi = tui.BOUNDS["learning_rate"]
+    lo, hi = model_helpers.BOUNDS["learning_rate"]
     lr = c[3].number_input("Learning rate (peak)", lo, hi, step=1e-4, format="%g",
                            key=KEYS["learning_rate"])
     schedule = c[4].selectbox("Schedule", LR_SCHEDULES, key=KEYS["lr_schedule"],
                               help="constant; one_cycle: warm up, then anneal to 0; cosine: "
                                    "half a cosine down to 0")
     c = st.columns(5, vertical_alignment="bottom")
-    lo, hi = tui.BOUNDS["validation_split"]
+    lo, hi = model_helpers.BOUNDS["validation_split"]
     val = c[0].slider("Validation split", lo, hi, step=0.05, key=KEYS["validation_split"],
                       help="Hold out this fraction of the training images to draw validation "
                            "curves (0: none, as in the notebook's first models).")
-    lo, hi = tui.BOUNDS["seed"]
+    lo, hi = model_helpers.BOUNDS["seed"]
     seed = c[1].number_input("Seed", lo, hi, step=1, key=KEYS["seed"])
     augment = c[2].checkbox("Augment (shift, rotate, zoom)", key=KEYS["augment"])
     quick = c[3].toggle("Quick lesson", key=KEYS["quick"],
                         help="Train on a stratified subset of the training images: minutes "
                              "become seconds, accuracy drops a little.")
-    lo, hi = tui.BOUNDS["limit"]
+    lo, hi = model_helpers.BOUNDS["limit"]
     limit = c[4].number_input("Training images", lo, hi, step=500, key=KEYS["limit"],
                               disabled=not quick)
     return dict(epochs=epochs, batch_size=batch, optimizer=optimizer, learning_rate=lr,
@@ -189,55 +176,19 @@ def show_complete(store, run_id: str) -> None:
         st.error(str(e))
         return
     m, fam = run.metrics, models.FAMILIES.get(run.config.family)
-    c = st.columns(4)
-    c[0].metric("Test accuracy", f"{m['test_accuracy']:.4f}")
-    c[1].metric("Test loss", f"{m.get('test_loss', float('nan')):.4f}")
-    c[2].metric("Parameters", f"{m.get('params', 0):,}")
-    c[3].metric("Training time", tui.duration(m.get("train_seconds")))
+    components.run_metrics(m)
     note = f"Trained on {m.get('device', 'an unknown device')}."
     if fam and fam.notebook_accuracy is not None:
         note += (f" The notebook reports {fam.notebook_accuracy:.4f} for this family with its "
                  f"recipe ({fam.notebook_epochs} epochs, batch 32, all 60,000 images).")
     st.caption(note)
-    st.plotly_chart(tui.curves_figure(run.history, run.config.epochs), key="model_curves")
+    st.plotly_chart(components.curves_figure(run.history, run.config.epochs), key="model_curves")
     st.download_button("Download this run (.zip)",
-                       data=lambda: tui.run_zip(run.run_id), key="model_download_this",
+                       data=lambda: model_helpers.run_zip(run.run_id), key="model_download_this",
                        file_name=f"digitrec-{run.config.family}-{run_id}.zip",
                        mime="application/zip", icon=":material/download:", on_click="ignore")
     if run.shipped:
         st.caption("This run ships with digitrec (read-only).")
-
-
-@st.fragment(run_every=1)
-def live_job(run_id: str) -> None:
-    """Progress of the job training `run_id`, redrawn every second from its job.json."""
-    job = ui.run_store().job(run_id)
-    p = job.progress()
-    if p["status"] != "running":
-        st.rerun()  # finished (or stopped): the whole page shows the outcome
-    st.progress(min(max(float(p["fraction"] or 0.0), 0.0), 1.0), text=tui.progress_text(p))
-    traces = st.session_state.setdefault("model_trace", {})
-    if run_id not in traces:  # only the job on screen keeps its trace
-        traces.clear()
-    trace = traces.setdefault(run_id, [])
-    if p["phase"] == "training" and p.get("batches"):
-        x = p["epoch"] - 1 + p["batch"] / p["batches"]
-        if (not trace or x > trace[-1][0]) and {"loss", "accuracy"} <= set(p["logs"]):
-            trace.append((x, p["logs"]["loss"], p["logs"]["accuracy"]))
-            del trace[:-MAX_TRACE]
-    c = st.columns(4)
-    c[0].metric("Elapsed", tui.duration(time.time() - p.get("started", time.time())))
-    c[1].metric("Remaining (estimate)", tui.remaining_text(p))
-    c[2].metric("Loss (this epoch)", f"{p['logs']['loss']:.4f}" if "loss" in p["logs"] else "…")
-    c[3].metric("Accuracy (this epoch)",
-                f"{p['logs']['accuracy']:.4f}" if "accuracy" in p["logs"] else "…")
-    st.plotly_chart(tui.curves_figure(p["history"], p.get("epochs") or 1, trace),
-                    key="model_live_curves")
-    if p["cancel_requested"]:
-        st.button("Cancelling…", disabled=True, key="model_cancel")
-    elif st.button("Cancel", key="model_cancel", icon=":material/stop_circle:"):
-        job.cancel()
-        st.caption("Cancelling after the current batch…")
 
 
 def this_configuration(store, config) -> None:
@@ -250,7 +201,8 @@ def this_configuration(store, config) -> None:
     if info.status == "complete":
         show_complete(store, info.run_id)
     elif info.status == "running":
-        live_job(info.run_id)
+        # Progress of the job, redrawn every second from its job.json, with per-batch values.
+        components.training_progress(info.run_id, "model", trace=True)
     else:
         st.warning(f"The last training of this configuration is **{info.status}**: "
                    f"{info.reason}. Press **Train** to try again.")
@@ -261,7 +213,7 @@ def other_jobs(dataset: str, current: str, shown: tuple) -> None:
     """Jobs training other configurations of this dataset (another tab, user or the CLI)."""
     if st.session_state.pop("model_rerun", False):
         st.rerun()  # a "Show" click: the whole form must redraw
-    running = [i for i in ui.run_store().list_runs(dataset)
+    running = [i for i in shared.run_store().list_runs(dataset)
                if i.status == "running" and i.run_id != current]
     if tuple(i.run_id for i in running) != shown:
         st.rerun()  # one finished or started: refresh the tables too
@@ -269,7 +221,7 @@ def other_jobs(dataset: str, current: str, shown: tuple) -> None:
         p = info.progress or {}
         left, right = st.columns([5, 1], vertical_alignment="center")
         left.progress(min(max(float(p.get("fraction") or 0.0), 0.0), 1.0),
-                      text=f"{info.config.family} · run {info.run_id} · {tui.progress_text(p)}")
+                      text=f"{info.config.family} · run {info.run_id} · {components.progress_text(p)}")
         right.button("Show", key=f"model_show_{info.run_id}", on_click=_show,
                      args=(info.config.to_dict(),))
 
@@ -289,7 +241,7 @@ def runs_section(store, dataset: str, infos: list, current: str) -> None:
         st.caption("No runs yet: train one above, or copy run folders (from the CLI on another "
                    f"machine) into {store.root}.")
         return
-    st.dataframe(tui.runs_table(infos), key="model_runs", hide_index=True,
+    st.dataframe(model_helpers.runs_table(infos), key="model_runs", hide_index=True,
                  column_config={"test accuracy": st.column_config.NumberColumn(format="%.4f"),
                                 "train time (s)": st.column_config.NumberColumn(format="%.1f"),
                                 "parameters": st.column_config.NumberColumn(format="localized")})
@@ -301,7 +253,7 @@ def runs_section(store, dataset: str, infos: list, current: str) -> None:
             right.button("Retry", key=f"model_retry_{info.run_id}", on_click=_retry,
                          args=(info.config.to_dict(),), icon=":material/replay:")
 
-    board = tui.leaderboard(infos)
+    board = model_helpers.leaderboard(infos)
     st.subheader("Leaderboard")
     if board.empty:
         st.caption("No complete runs yet.")
@@ -310,7 +262,7 @@ def runs_section(store, dataset: str, infos: list, current: str) -> None:
                  column_config={"test accuracy": st.column_config.NumberColumn(format="%.4f"),
                                 "train time (s)": st.column_config.NumberColumn(format="%.1f"),
                                 "parameters": st.column_config.NumberColumn(format="localized")})
-    st.plotly_chart(tui.params_scatter(board), key="model_scatter")
+    st.plotly_chart(model_helpers.params_scatter(board), key="model_scatter")
     st.caption("More parameters are not always better: pooling, batch normalisation and a good "
                "training recipe matter as much as size (the x axis is logarithmic).")
 
@@ -324,7 +276,7 @@ def runs_section(store, dataset: str, infos: list, current: str) -> None:
                             format_func=lambda r: f"{complete[r].config.family} · "
                             f"{complete[r].metrics.get('test_accuracy', 0):.4f} · {r}")
     picked = complete[run_id]
-    mid.download_button("Download .zip", data=lambda: tui.run_zip(picked.run_id),
+    mid.download_button("Download .zip", data=lambda: model_helpers.run_zip(picked.run_id),
                         file_name=f"digitrec-{picked.config.family}-{run_id}.zip",
                         mime="application/zip", icon=":material/download:", on_click="ignore")
     right.button("Open its settings", key="model_open_run", on_click=_open,
@@ -380,11 +332,11 @@ def import_section(store, dataset: str) -> None:
 # --------------------------------------------------------------------------- the page
 
 def render() -> None:
-    dataset = ui.current_dataset()
-    store = ui.run_store()
+    dataset = shared.current_dataset()
+    store = shared.run_store()
     st.title(f"Models · {digitrec.dataset_info(dataset).title}")
     _init_form()
-    _notice()
+    components.notice(NOTICE)
 
     st.subheader("1 · Choose a model")
     family = choose_family()
@@ -396,18 +348,18 @@ def render() -> None:
     form = dict(family=family, hparams=hparams, **training_settings())
     st.session_state[FORM] = form
     try:
-        config = tui.to_config(form, dataset)
+        config = model_helpers.to_config(form, dataset)
     except ConfigError as e:
         st.error(str(e))
         config = None
     if config is not None:
-        query = tui.to_query(config)
+        query = model_helpers.to_query(config)
         if dict(st.query_params) != query:  # the link in the address bar opens this setup
             st.query_params.from_dict(query)
     c = st.columns([1, 5], vertical_alignment="center")
     clicked = c[0].button("Train", type="primary", icon=":material/play_arrow:",
                           key="model_train", disabled=config is None)
-    c[1].caption(f"Training device: **{tui.device()}**, in a background process. The address bar "
+    c[1].caption(f"Training device: **{model_helpers.device()}**, in a background process. The address bar "
                  "holds these settings: copy it to share this setup.")
     if clicked:
         submit(store, config)

@@ -7,7 +7,7 @@ how the reading holds up when the digit is shifted, turned, thickened or thinned
 
 The canvas and everything computed from it run in an `st.fragment`: a stroke reruns only that
 part, not the model picker or the sidebar. Numbers come from `digitrec` through
-`dashboard.sketch_ui` (cached); this file lays them out. Runs alone too:
+`dashboard/helpers/sketch.py` (cached, with the figures); this file lays them out. Runs alone too:
 `streamlit run dashboard/views/sketch.py`.
 """
 import sys
@@ -22,9 +22,11 @@ import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 from streamlit_drawable_canvas import st_canvas  # noqa: E402
 
-from dashboard import sketch_ui as sk  # noqa: E402
-from dashboard import ui  # noqa: E402
-from digitrec.preprocess import UploadError  # noqa: E402
+from dashboard import components  # noqa: E402
+from dashboard.helpers import shared  # noqa: E402
+from dashboard.helpers import sketch as sketch_helpers  # noqa: E402
+from digitrec.preprocess import Preprocessed, UploadError  # noqa: E402
+from digitrec.robustness import ROTATIONS, SHIFTS  # noqa: E402
 from digitrec.runs import RunError  # noqa: E402
 
 CANVAS_PX = 280      # 10x MNIST's 28 px: room to draw with a mouse or a finger
@@ -47,9 +49,9 @@ def _use_example() -> None:
 
 # --------------------------------------------------------------------------- pickers
 
-def pick_model() -> "ui.RunRef | None":
+def pick_model() -> "shared.RunRef | None":
     """The model picker (complete MNIST runs, best first); None when there is none."""
-    runs = sk.digit_runs()
+    runs = shared.complete_runs(sketch_helpers.DATASET)
     if not runs:
         st.warning(
             "There is no trained digit model yet, so there is nothing to read your drawing.\n\n"
@@ -58,16 +60,11 @@ def pick_model() -> "ui.RunRef | None":
             "then come back here (runs are picked up from the run store, `$DIGITREC_HOME` or "
             "`./runs`).", icon=":material/model_training:")
         return None
-    by_id = {r.run_id: r for r in runs}
-    if st.session_state.get("sketch_model") not in by_id:
-        # Set before the widget is drawn: the default (best) run, or a replacement for a
-        # picked run that has since been deleted.
-        st.session_state["sketch_model"] = runs[0].run_id
-    run_id = st.selectbox("Model", list(by_id), key="sketch_model",
-                          format_func=lambda i: sk.run_label(by_id[i]),
-                          help="Trained MNIST runs, best test accuracy first. Train more on "
-                               "the Models page.")
-    return ui.ref_of(by_id[run_id])
+    # No age in the labels: a drawing does not care how old a model is.
+    info = components.run_picker(runs, "sketch_model", "Model", age=False,
+                                 help="Trained MNIST runs, best test accuracy first. Train more "
+                                      "on the Models page.")
+    return shared.ref_of(info)
 
 
 def waiting_example() -> int | None:
@@ -78,9 +75,9 @@ def waiting_example() -> int | None:
         index = int(index)
     except (TypeError, ValueError):
         return None
-    if dataset != sk.DATASET:
+    if dataset != sketch_helpers.DATASET:
         return None  # a clothing picture: the Sketch page reads digits only
-    images, _ = ui.load_split(sk.DATASET, "test")
+    images, _ = shared.load_split(sketch_helpers.DATASET, "test")
     return index if 0 <= index < len(images) else None
 
 
@@ -103,7 +100,7 @@ def pick_source(example: int | None) -> str:
 
 # --------------------------------------------------------------------------- inputs
 
-def drawing_input() -> "tuple[sk.Preprocessed | None, float]":
+def drawing_input() -> "tuple[Preprocessed | None, float]":
     """The canvas, its pen controls and clear button; returns (prepared drawing, ms)."""
     a, b = st.columns([3, 2], vertical_alignment="bottom")
     pen = a.slider("Pen width", 6, 40, DEFAULT_PEN, key="sketch_pen",
@@ -120,10 +117,10 @@ def drawing_input() -> "tuple[sk.Preprocessed | None, float]":
     st.button("Clear", on_click=_clear_canvas, icon=":material/ink_eraser:", key="sketch_clear")
     if not live:
         st.caption("Live is off: press ⬆ on the canvas toolbar to read the drawing.")
-    return sk.timed(sk.prepare_drawing, canvas.image_data)
+    return sketch_helpers.timed(sketch_helpers.prepare_drawing, canvas.image_data)
 
 
-def upload_input() -> "tuple[sk.Preprocessed | None, float]":
+def upload_input() -> "tuple[Preprocessed | None, float]":
     """The file uploader; returns (prepared image or None, ms). Bad files get a clear error."""
     upload = st.file_uploader("A PNG or JPEG image of one digit", type=["png", "jpg", "jpeg"],
                               key="sketch_upload",
@@ -132,18 +129,18 @@ def upload_input() -> "tuple[sk.Preprocessed | None, float]":
     if upload is None:
         return None, 0.0
     try:
-        return sk.timed(sk.prepare_upload, upload)
+        return sketch_helpers.timed(sketch_helpers.prepare_upload, upload)
     except UploadError as e:
         st.error(str(e), icon=":material/error:")  # plain text: the name is never echoed as HTML
         return None, 0.0
 
 
-def example_input(index: int) -> "tuple[sk.Preprocessed, float]":
+def example_input(index: int) -> "tuple[Preprocessed, float]":
     """The Errors page's test digit, shown with its true label."""
-    images, labels = ui.load_split(sk.DATASET, "test")
-    st.image(sk.enlarge(images[index], CANVAS_PX), width=CANVAS_PX,
+    images, labels = shared.load_split(sketch_helpers.DATASET, "test")
+    st.image(sketch_helpers.enlarge(images[index], CANVAS_PX), width=CANVAS_PX,
              caption=f"MNIST test digit #{index}, labelled {labels[index]}")
-    return sk.timed(sk.prepare_example, images[index])
+    return sketch_helpers.timed(sketch_helpers.prepare_example, images[index])
 
 
 # --------------------------------------------------------------------------- results
@@ -157,19 +154,19 @@ def show_prediction(ref, pre, prep_ms: float, hint: str):
     if pre.blank:
         box.info(f"{hint} (No digit found: {pre.reason}.)", icon=":material/draw:")
         return None
-    (digit, probs), model_ms = sk.timed(sk.predict, ref, pre)
+    (digit, probs), model_ms = sketch_helpers.timed(sketch_helpers.predict, ref, pre)
     box.metric("Prediction", str(digit))
     box.caption(f"{probs[digit]:.1%} sure · read in {prep_ms + model_ms:.1f} ms "
                 f"(preparing {prep_ms:.1f} ms, model {model_ms:.1f} ms)")
-    st.plotly_chart(sk.probability_bars(probs, digit), key="sketch_probs")
+    st.plotly_chart(sketch_helpers.probability_bars(probs, digit), key="sketch_probs")
     return digit, probs
 
 
 def show_steps(pre) -> None:
     st.subheader("What the model sees")
     steps = pre.steps
-    for col, (title, image) in zip(st.columns(len(steps)), steps):
-        col.image(sk.enlarge(image, 112), width=112, caption=title)
+    for col, (title, image) in zip(st.columns(len(steps)), steps, strict=True):
+        col.image(sketch_helpers.enlarge(image, 112), width=112, caption=title)
     st.caption("The drawing is prepared the way MNIST digits were made: cropped to the ink, "
                "fitted into 20 × 20 pixels keeping its shape, placed in 28 × 28 with its centre "
                "of mass in the middle. The last picture is exactly what the model reads.")
@@ -177,9 +174,9 @@ def show_steps(pre) -> None:
 
 def show_explanation(ref, pre, digit: int) -> None:
     st.subheader("Where the model looked")
-    maps = sk.explanation(ref, pre.image, digit)
+    maps = sketch_helpers.explanation(ref, pre.image, digit)
     c1, c2, c3 = st.columns(3)
-    c1.image(sk.enlarge(pre.image, 168), width=168, caption="the model's input (28 × 28)")
+    c1.image(sketch_helpers.enlarge(pre.image, 168), width=168, caption="the model's input (28 × 28)")
     c2.image(maps["saliency"], width=168,
              caption=f"Saliency: the pixels that would most change the score of {digit}")
     if maps["gradcam"] is None:
@@ -198,27 +195,27 @@ def show_robustness(ref, pre, digit: int, probs: np.ndarray) -> None:
     dy = s2.slider("Shift down (px)", -8, 8, 0, key="sketch_dy")
     angle = s3.slider("Rotate (degrees, counter-clockwise)", -60, 60, 0, step=5, key="sketch_rot")
     thickness = s4.slider("Stroke thickness (px)", -2, 2, 0, key="sketch_thick")
-    view, new_digit, new_probs = sk.perturbed(ref, pre.image, dx, dy, angle, thickness)
+    view, new_digit, new_probs = sketch_helpers.perturbed(ref, pre.image, dx, dy, angle, thickness)
     c1, c2, c3 = st.columns([1, 1, 3], vertical_alignment="center")
-    c1.image(sk.enlarge(view, 140), width=140, caption="perturbed input")
+    c1.image(sketch_helpers.enlarge(view, 140), width=140, caption="perturbed input")
     change = (new_probs[digit] - probs[digit]) * 100
     unmoved = (dx, dy, angle, thickness) == (0, 0, 0, 0)
     c2.metric("Now read as", str(new_digit),
               delta=None if unmoved else f"{change:+.1f} pts for {digit}",
               delta_color="off" if abs(change) < 0.05 else "normal")
     c2.caption(f"{new_probs[new_digit]:.1%} sure")
-    sweeps = sk.sweeps(ref, pre.image, digit)
+    sweeps = sketch_helpers.sweeps(ref, pre.image, digit)
     with c3:
         # One chart at a time: every chart is rebuilt and sent on each stroke, and a classroom
         # of sessions shares this server's CPU.
-        axes = {"Rotation": ("rotation", sk.ROTATIONS, angle, "rotation (degrees)"),
-                "Shift right": ("shift x", sk.SHIFTS, dx, "shift right (px)"),
-                "Shift down": ("shift y", sk.SHIFTS, dy, "shift down (px)")}
+        axes = {"Rotation": ("rotation", ROTATIONS, angle, "rotation (degrees)"),
+                "Shift right": ("shift x", SHIFTS, dx, "shift right (px)"),
+                "Shift down": ("shift y", SHIFTS, dy, "shift down (px)")}
         axis = st.segmented_control("Sweep", list(axes), default="Rotation",
                                     key="sketch_sweep_axis", label_visibility="collapsed")
         name, x, current, title = axes[axis or "Rotation"]
         p, predicted = sweeps[name]
-        st.plotly_chart(sk.sweep_figure(x, p, predicted, digit, title, current),
+        st.plotly_chart(sketch_helpers.sweep_figure(x, p, predicted, digit, title, current),
                         key="sketch_sweep")
     st.caption("The curve moves the original digit alone along one axis; red points are "
                "positions where another digit (written above the point) wins.")
@@ -258,7 +255,7 @@ def render() -> None:
     st.markdown("Draw a digit with the mouse (or a finger), or upload a picture of one, and "
                 "watch a trained model read it: what it sees, how sure it is, where it looked, "
                 "and how easily it is fooled.")
-    if ui.current_dataset() != sk.DATASET:
+    if shared.current_dataset() != sketch_helpers.DATASET:
         st.caption("This page always reads handwritten digits, whatever dataset the sidebar shows.")
     c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
     with c1:
@@ -269,7 +266,7 @@ def render() -> None:
         source = pick_source(waiting_example())
     try:
         # Load the model now, not on the first stroke: the first reading must feel instant too.
-        sk.predictor(ref)
+        sketch_helpers.predictor(ref)
     except RunError as e:  # deleted or damaged since the picker listed it
         st.error(str(e))
         return

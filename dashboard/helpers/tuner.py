@@ -1,6 +1,5 @@
-"""Pieces of the Tuner page: the search form, cached readers of a search folder, the
-parallel-coordinates figure, progress texts, and the panel of a run of the best configuration
-("Train best fully", "Transfer to Fashion-MNIST").
+"""The Tuner page's pieces (dashboard/views/tuner.py lays them out): the search form's
+settings, cached readers of a search folder, the parallel-coordinates figure, progress texts.
 
 Readers of a search are cached by the folder *and* a stamp of its files' modification times
 (`stamp`), so a running search's table refreshes as trials finish while an idle page reads
@@ -9,19 +8,15 @@ nothing twice. Everything numeric comes from `digitrec.tuning`; this module only
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-from streamlit.errors import StreamlitAPIException
 
 import digitrec
-from dashboard import training_ui, ui
 from digitrec import tuning
-from digitrec.runs import RunError
 from digitrec.training import TrainConfig
 from digitrec.tuning import PROJECT, SearchConfig
 
@@ -43,7 +38,6 @@ FAMILY_HELP = {
     "fast": "the `fast` CNN's widths and dropout (minutes on a CPU)",
     "tuned": "the notebook's space: conv blocks, filters, dense width, dropouts (slow on a CPU)",
 }
-NOTICE = "tuner_notice"  # session key: (kind, message) the page shows once, after a button
 CLI_EXAMPLE = ("python -m digitrec tune --tuner hyperband --max-trials 10 --subsample 0.05 "
                "--epochs 2")
 
@@ -203,101 +197,6 @@ def fraction_done(p: dict) -> float:
 
 
 # --------------------------------------------------------------------------- runs of the best
-
-@st.fragment(run_every=1)
-def live_run(run_id: str, prefix: str) -> None:
-    """Progress of the run store job training `run_id`, redrawn every second."""
-    job = ui.run_store().job(run_id)
-    p = job.progress()
-    if p["status"] != "running":
-        st.rerun()
-    st.progress(min(max(float(p["fraction"] or 0.0), 0.0), 1.0), text=training_ui.progress_text(p))
-    c = st.columns(3)
-    started = p.get("started") or time.time()
-    c[0].metric("Elapsed", training_ui.duration(time.time() - started))
-    c[1].metric("Remaining (estimate)", training_ui.remaining_text(p))
-    c[2].metric("Accuracy (this epoch)",
-                f"{p['logs']['accuracy']:.4f}" if "accuracy" in p["logs"] else "…")
-    st.plotly_chart(training_ui.curves_figure(p["history"], p.get("epochs") or 1),
-                    key=f"{prefix}_live_curves")
-    if p["cancel_requested"]:
-        st.button("Cancelling…", disabled=True, key=f"{prefix}_cancel")
-    elif st.button("Cancel", key=f"{prefix}_cancel", icon=":material/stop_circle:"):
-        job.cancel()
-
-
-def run_panel(config: TrainConfig, prefix: str, label: str) -> None:
-    """A run of the run store: its result when stored, its live progress while training,
-    else a button that submits it (a cached run comes back at once)."""
-    store = ui.run_store()
-    try:
-        info = store.info(config.key())
-    except RunError:
-        info = None
-    if info is not None and info.status == "complete":
-        _show_run(store, info.run_id, prefix)
-        return
-    if info is not None and info.status == "running":
-        live_run(info.run_id, prefix)
-        return
-    if info is not None:
-        st.warning(f"The last training of this configuration is **{info.status}**: {info.reason}")
-    if st.button(label if info is None else f"{label} again", key=f"{prefix}_train",
-                 type="primary", icon=":material/play_arrow:"):
-        try:
-            job = store.submit(config)
-        except ValueError as e:
-            st.error(str(e))
-            return
-        st.session_state[NOTICE] = ("success", f"Training started in a background process "
-                                               f"(run {job.run_id}).")
-        st.rerun()
-
-
-def _show_run(store, run_id: str, prefix: str) -> None:
-    """A finished run: its test figures, named by dataset (the transfer's are on Fashion-MNIST,
-    not on the search's dataset), its learning curves and the way to the Models page.
-
-    Args:
-        store: the RunStore; run_id: the complete run; prefix: keys this panel's elements.
-    """
-    try:
-        run = store.load(run_id)
-    except RunError as e:
-        st.error(str(e))
-        return
-    m = run.metrics
-    c = st.columns(4)
-    c[0].metric(f"Test accuracy on {short_name(run.config.dataset)}", f"{m['test_accuracy']:.4f}")
-    c[1].metric("Test loss", f"{m.get('test_loss', float('nan')):.4f}")
-    c[2].metric("Parameters", f"{m.get('params', 0):,}")
-    c[3].metric("Training time", training_ui.duration(m.get("train_seconds")))
-    st.plotly_chart(training_ui.curves_figure(run.history, run.config.epochs),
-                    key=f"{prefix}_curves")
-    pages = "the Errors and Sketch pages" if run.config.dataset == "mnist" else "the Errors page"
-    st.caption(f"Run `{run_id}` on {m.get('device', 'an unknown device')}; "
-               f"{validation_text(run.config)}. A normal run: listed on the Models page and "
-               f"usable on {pages}.")
-    models_link(run.config.dataset)
-
-
-def models_link(dataset: str) -> None:
-    """A link to the Models page, whose leaderboard lists the runs of the sidebar's dataset.
-
-    Args:
-        dataset: the run's dataset; when the sidebar shows another one, the hint says to switch.
-    """
-    name = short_name(dataset)
-    hint = ("" if ui.current_dataset() == dataset else
-            f" (choose {digitrec.dataset_info(dataset).title} in the sidebar there)")
-    try:
-        st.page_link("views/model.py", label=f"See it on the Models page leaderboard of "
-                     f"{name}{hint}", icon=":material/leaderboard:")
-    except StreamlitAPIException:
-        # The page run alone (not through dashboard/app.py) has no Models page to link to.
-        st.caption(f"Open the **Models** page from the menu to see it on the leaderboard of "
-                   f"{name}{hint}.")
-
 
 def validation_text(config: TrainConfig) -> str:
     """What a run's validation curves were measured on, in words."""

@@ -1,10 +1,11 @@
-"""The error explorer's cached computations and figures (dashboard/views/errors.py draws them).
+"""The Errors page's cached computations and figures (dashboard/views/errors.py draws them).
 
 Everything numerical comes from `digitrec.evaluation`, `digitrec.explain` and
 `digitrec.embedding`; this file caches it and turns it into plotly figures.
 
-A run is named by a `ui.RunRef` (store folder, run id, save time). Arrays are cached with `st.cache_data` (bounded), the
-loaded Keras models with `st.cache_resource`; nothing returned is mutated afterwards.
+A run is named by a `shared.RunRef` (store folder, run id, save time). Arrays are cached with
+`st.cache_data` (bounded), the loaded Keras models with `st.cache_resource`; nothing returned
+is mutated afterwards.
 """
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from dashboard import ui
+from dashboard.helpers.shared import RunRef
 from digitrec import evaluation
 from digitrec.embedding import embedding, penultimate_features, sample_indices
-from digitrec.runs import RunInfo, RunStore
+from digitrec.runs import RunStore
 
 # Colours of the probability bars: the right answer, a wrong prediction, everything else.
 TRUE_COLOUR, WRONG_COLOUR, OTHER_COLOUR = "#2ca02c", "#d62728", "#b0b0b0"
@@ -87,19 +88,14 @@ def page_bounds(count: int, page: int, per_page: int) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- runs
 
-def complete_runs(dataset: str) -> list[RunInfo]:
-    """Complete runs of `dataset`, best test accuracy first (the pickers' shared order)."""
-    return ui.complete_runs(ui.run_store(), dataset)
-
-
 @st.cache_data(max_entries=8, show_spinner=False)
-def test_probabilities(ref: ui.RunRef) -> np.ndarray:
+def test_probabilities(ref: RunRef) -> np.ndarray:
     """float32 [N_test, classes]: the run's stored test-set probabilities."""
     return RunStore(ref.root).load(ref.run_id).test_probabilities()
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading the model…")
-def model(ref: ui.RunRef):
+def model(ref: RunRef):
     """The run's trained keras.Model (shared by every session; only ever called, never changed)."""
     return RunStore(ref.root).load(ref.run_id).model()
 
@@ -107,7 +103,7 @@ def model(ref: ui.RunRef):
 # --------------------------------------------------------------------------- evaluation
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def error_table(ref: ui.RunRef, labels: np.ndarray, include_correct: bool,
+def error_table(ref: RunRef, labels: np.ndarray, include_correct: bool,
                 true_class: int | None, pred_class: int | None) -> pd.DataFrame:
     """`digitrec.evaluation.errors` of the run, filtered (see there for the columns)."""
     return evaluation.errors(labels, test_probabilities(ref), include_correct=include_correct,
@@ -115,7 +111,7 @@ def error_table(ref: ui.RunRef, labels: np.ndarray, include_correct: bool,
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def comparison(ref_a: ui.RunRef, ref_b: ui.RunRef, labels: np.ndarray, name_a: str,
+def comparison(ref_a: RunRef, ref_b: RunRef, labels: np.ndarray, name_a: str,
                name_b: str) -> evaluation.Comparison:
     """`digitrec.evaluation.compare_runs` of two runs on the same test digits."""
     return evaluation.compare_runs(labels, test_probabilities(ref_a), test_probabilities(ref_b),
@@ -123,7 +119,7 @@ def comparison(ref_a: ui.RunRef, ref_b: ui.RunRef, labels: np.ndarray, name_a: s
 
 
 @st.cache_data(max_entries=64, show_spinner="Explaining the prediction…")
-def explanations(ref: ui.RunRef, image: np.ndarray, class_index: int) -> dict[str, np.ndarray | None]:
+def explanations(ref: RunRef, image: np.ndarray, class_index: int) -> dict[str, np.ndarray | None]:
     """Saliency, Grad-CAM (None for models without a convolution) and occlusion maps, [28,28]."""
     from digitrec import explain  # TensorFlow: imported when first needed, not with the page
 
@@ -153,7 +149,7 @@ def pixel_projection(images: np.ndarray, method: str, seed: int) -> np.ndarray:
 
 
 @st.cache_data(max_entries=8, show_spinner="Projecting what the model sees…")
-def model_projection(ref: ui.RunRef, images: np.ndarray, method: str, seed: int) -> np.ndarray:
+def model_projection(ref: RunRef, images: np.ndarray, method: str, seed: int) -> np.ndarray:
     """float32 [N,2]: the model's penultimate-layer features of the images, projected to 2-D."""
     features = penultimate_features(model(ref), images)
     return embedding(features, method=method, seed=seed)
@@ -184,7 +180,7 @@ def confusion_figure(cm: np.ndarray, names, highlight: tuple[int, int] | None = 
         customdata=np.stack([t.ravel(), p.ravel()], axis=1).tolist(),
         hovertext=[f"true {names[a]}, read as {names[b]}: {cm[a, b]:,} digits "
                    f"({cm[a, b] / support[a, 0]:.1%} of the {names[a]}s)"
-                   for a, b in zip(t.ravel(), p.ravel())],
+                   for a, b in zip(t.ravel(), p.ravel(), strict=True)],
         hovertemplate="%{hovertext}<extra></extra>", showlegend=False))
     if highlight is not None:
         a, b = highlight
@@ -234,7 +230,8 @@ def gallery_figure(images: np.ndarray, probs: np.ndarray, table: pd.DataFrame, n
         r, c = 2 * (k // columns) + 1, k % columns + 1
         fig.add_trace(go.Heatmap(z=images[i], colorscale="gray_r", showscale=False,
                                  hoverinfo="skip"), row=r, col=c)
-        fig.add_trace(go.Scatter(x=[13.5], y=[13.5], mode="markers", customdata=[i],  # a plain int, see confusion_figure
+        # customdata: a plain int, see confusion_figure.
+        fig.add_trace(go.Scatter(x=[13.5], y=[13.5], mode="markers", customdata=[i],
                                  marker=dict(size=60, opacity=0), showlegend=False,
                                  selected=dict(marker=dict(opacity=0)),
                                  unselected=dict(marker=dict(opacity=0)),
@@ -287,7 +284,7 @@ def embedding_figure(xy: np.ndarray, labels: np.ndarray, preds: np.ndarray, indi
                             line=dict(width=1, color="black") if wrong else None),
                 customdata=np.stack([indices[keep], labels[keep], preds[keep]], axis=1).tolist(),
                 text=[f"#{i}: true {names[t]}, read as {names[p]}"
-                      for i, t, p in zip(indices[keep], labels[keep], preds[keep])],
+                      for i, t, p in zip(indices[keep], labels[keep], preds[keep], strict=True)],
                 hovertemplate="%{text}<extra></extra>"))
     fig.update_xaxes(showticklabels=False, title=None)
     fig.update_yaxes(showticklabels=False, title=None)

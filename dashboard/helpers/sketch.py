@@ -1,11 +1,11 @@
-"""The Sketch page's cached pieces: the model picker's runs, a fast Predictor per run, and the
-numbers and figures the page draws (dashboard/views/sketch.py lays them out).
+"""The Sketch page's cached pieces: a fast Predictor per run, and the numbers and figures the
+page draws (dashboard/views/sketch.py lays them out).
 
-Everything numerical comes from `digitrec.preprocess`, `digitrec.inference` and
-`digitrec.explain`. Prediction always goes through a cached `Predictor` (a traced tf.function,
+Everything numerical comes from `digitrec.preprocess`, `digitrec.inference`, `digitrec.explain`
+and `digitrec.robustness`. Prediction always goes through a cached `Predictor` (a traced tf.function,
 well under a millisecond for one image), never `model.predict` (~40 ms of set-up per call).
 
-A run is named by a `ui.RunRef` (store folder, run id, save time). Loaded models and their Predictors are
+A run is named by a `shared.RunRef` (store folder, run id, save time). Loaded models and their Predictors are
 cached with `st.cache_resource` (shared by every session; only ever called, never changed),
 arrays with a bounded `st.cache_data`.
 """
@@ -18,36 +18,23 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from dashboard import ui
-from digitrec.preprocess import MNIST_SIZE, Preprocessed, augment_view, decode_upload, to_mnist
-from digitrec.runs import RunInfo, RunStore
+from dashboard.helpers.shared import RunRef
+from digitrec import preprocess, robustness
+from digitrec.preprocess import MNIST_SIZE, Preprocessed, decode_upload, to_mnist
+from digitrec.runs import RunStore
 
 DATASET = "mnist"  # the Sketch page reads handwritten digits, whatever the sidebar shows
 PREDICTED_COLOUR, OTHER_COLOUR = "#2563eb", "#b0b7c3"
-# The robustness sweeps: each is one batch through the Predictor.
-ROTATIONS = np.arange(-60, 61, 5)   # degrees
-SHIFTS = np.arange(-8, 9, 1)        # pixels
 
 
-# --------------------------------------------------------------------------- runs
-
-def digit_runs() -> list[RunInfo]:
-    """Complete MNIST runs, best test accuracy first (newest first on ties); includes the
-    shipped starter model, so the first entry is the page's default."""
-    return ui.complete_runs(ui.run_store(), DATASET)
-
-
-def run_label(info: RunInfo) -> str:
-    """The model picker's line for a run (no age: a drawing does not care how old it is)."""
-    return ui.run_label(info, age=False)
-
+# --------------------------------------------------------------------------- the model
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
-def predictor(ref: ui.RunRef):
+def predictor(ref: RunRef):
     """A `digitrec.inference.Predictor` for the run (traced once; thread-safe, never mutated).
 
     Args:
-        ref: the run, from `ui.ref_of`.
+        ref: the run, from `shared.ref_of`.
     Raises:
         digitrec.runs.RunError: the run is gone or damaged (the message says what to do).
     """
@@ -80,18 +67,17 @@ def prepare_example(image: np.ndarray) -> Preprocessed:
     """A test-set digit as input. It is already in MNIST form, so it goes to the model as is;
     running it through `to_mnist` again would re-crop and re-centre it slightly."""
     image = np.asarray(image)
-    return Preprocessed(image=image.astype(np.float32) / 255.0,
-                        stages=(("test image", image),))
+    return Preprocessed(image=preprocess.scale(image)[0, ..., 0], stages=(("test image", image),))
 
 
-def predict(ref: ui.RunRef, pre: Preprocessed) -> tuple[int, np.ndarray]:
+def predict(ref: RunRef, pre: Preprocessed) -> tuple[int, np.ndarray]:
     """(digit, probabilities float32 [10]) for a prepared, non-blank image."""
     from digitrec.inference import predict_digit
 
     return predict_digit(predictor(ref), pre)
 
 
-def read_upload(ref: ui.RunRef, data) -> tuple[Preprocessed, int | None, np.ndarray | None]:
+def read_upload(ref: RunRef, data) -> tuple[Preprocessed, int | None, np.ndarray | None]:
     """The whole upload path: bytes -> decoded -> MNIST form -> prediction.
 
     Returns:
@@ -110,7 +96,7 @@ def read_upload(ref: ui.RunRef, data) -> tuple[Preprocessed, int | None, np.ndar
 # --------------------------------------------------------------------------- analysis
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def explanation(ref: ui.RunRef, image: np.ndarray, digit: int) -> dict[str, np.ndarray | None]:
+def explanation(ref: RunRef, image: np.ndarray, digit: int) -> dict[str, np.ndarray | None]:
     """Saliency and Grad-CAM (None for models without a convolution) overlays, uint8 RGB
     168x168, of `digit` on the 28x28 image the model sees."""
     from digitrec import explain
@@ -121,40 +107,20 @@ def explanation(ref: ui.RunRef, image: np.ndarray, digit: int) -> dict[str, np.n
     return {k: None if v is None else explain.overlay(image, v, scale=6) for k, v in maps.items()}
 
 
-def perturbed(ref: ui.RunRef, image: np.ndarray, dx: float, dy: float, rotate: float,
+def perturbed(ref: RunRef, image: np.ndarray, dx: float, dy: float, rotate: float,
               thickness: int) -> tuple[np.ndarray, int, np.ndarray]:
-    """The robustness panel's view: (perturbed image [28,28], its digit, its probabilities).
-
-    Args:
-        dx, dy: shift in pixels (+ right, + down); rotate: degrees counter-clockwise;
-        thickness: +k thickens the strokes k pixels a side, -k thins them.
-    """
-    view = augment_view(image, shift=(dx, dy), rotate_deg=rotate, thickness=thickness)
-    probs = predictor(ref).predict_proba(view)[0]
+    """The robustness panel's view: (perturbed image [28,28], its digit, its probabilities);
+    see `digitrec.robustness.perturbed`."""
+    view, probs = robustness.perturbed(predictor(ref).predict_proba, image, dx, dy, rotate,
+                                       thickness)
     return view, int(np.argmax(probs)), probs
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def sweeps(ref: ui.RunRef, image: np.ndarray, digit: int) -> dict[str, tuple]:
-    """How the probability of `digit` and the predicted digit change as the drawing is
-    rotated, shifted sideways or shifted up/down, each over a range, one batch per sweep.
-
-    Returns:
-        {"rotation" | "shift x" | "shift y": (P(digit) float32 [K], predicted digit int [K])}.
-    """
-    views = {
-        "rotation": [augment_view(image, rotate_deg=float(a)) for a in ROTATIONS],
-        "shift x": [augment_view(image, shift=(float(s), 0.0)) for s in SHIFTS],
-        "shift y": [augment_view(image, shift=(0.0, float(s))) for s in SHIFTS],
-    }
-    # One model call for all of them: a call has a fixed cost, the batch is tiny.
-    probs = predictor(ref).predict_proba(np.stack([v for batch in views.values() for v in batch]))
-    out, start = {}, 0
-    for name, batch in views.items():
-        part = probs[start:start + len(batch)]
-        out[name] = (part[:, digit], part.argmax(axis=1))
-        start += len(batch)
-    return out
+def sweeps(ref: RunRef, image: np.ndarray, digit: int) -> dict[str, tuple]:
+    """`digitrec.robustness.sweeps` of the drawing through the run's Predictor:
+    {"rotation" | "shift x" | "shift y": (P(digit) [K], predicted digit [K])}."""
+    return robustness.sweeps(predictor(ref).predict_proba, image, digit)
 
 
 # --------------------------------------------------------------------------- display

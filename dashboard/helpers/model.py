@@ -1,5 +1,5 @@
-"""Pieces of the Models page: the training form and its URL, model summaries, run tables,
-learning curves and run downloads.
+"""The Models page's pieces (dashboard/views/model.py lays them out): the training form and
+its URL, the model summary, the run tables and the leaderboard scatter, run downloads.
 
 The page's settings travel as a *form*, a plain dict (see `default_form`): the widgets read and
 write it, it turns into a `TrainConfig` (`to_config`), and a config turns into URL query
@@ -12,16 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-import numpy as np
 import pandas as pd
 import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
-from digitrec import models
+from dashboard.helpers import shared
+from digitrec import models, summary
 from digitrec.runs import OUTDATED_LABEL
-from dashboard import ui
 from digitrec.training import LR_SCHEDULES, OPTIMIZERS, ConfigError, TrainConfig, describe_device
 
 DEFAULT_FAMILY = "softmax"  # the first lesson
@@ -35,7 +32,6 @@ CHOICES = dict(optimizer=OPTIMIZERS, lr_schedule=LR_SCHEDULES)
 URL_KEYS = dict(epochs="epochs", batch_size="batch", optimizer="opt", learning_rate="lr",
                 lr_schedule="schedule", validation_split="val", augment="augment", seed="seed")
 HP_PREFIX = "hp_"
-TRAIN_COLOR, VAL_COLOR, BATCH_COLOR = "#2563eb", "#f97316", "#93c5fd"
 
 
 # --------------------------------------------------------------------------- form <-> config <-> URL
@@ -81,7 +77,7 @@ def _text(value) -> str:
 
 def to_query(config: TrainConfig) -> dict[str, str]:
     """URL query parameters for `config`: every field, so a shared link opens the same setup
-    (the dataset is read back by `ui.dataset_switch`, the rest by `from_query`)."""
+    (the dataset is read back by `components.dataset_switch`, the rest by `from_query`)."""
     query = {"dataset": config.dataset, "family": config.family}
     query.update({HP_PREFIX + name: _text(value) for name, value in config.hparams})
     query.update({key: _text(getattr(config, field)) for field, key in URL_KEYS.items()})
@@ -186,24 +182,15 @@ def device() -> str:
 
 
 @st.cache_data(max_entries=32, show_spinner="Building the model…")
-def model_summary(family: str, hparams: tuple, num_classes: int = 10) -> dict:
-    """What `model.summary()` says about a family with these hyperparameters.
+def model_summary(family: str, hparams: tuple, num_classes: int = 10) -> summary.ModelSummary:
+    """`digitrec.summary.model_summary`: the layers and parameter counts of a family.
 
     Args:
         family: a key of digitrec.models.FAMILIES.
         hparams: sorted (name, value) pairs (TrainConfig.hparams), hashable for the cache.
         num_classes: output classes.
-    Returns dict(rows=layer_table rows, total=int, trainable=int,
-    dense=[(layer name, formula text)] for every Dense layer).
     """
-    import keras
-
-    model = models.build_model(family, num_classes=num_classes, **dict(hparams))
-    dense = [(layer.name, models.dense_param_formula(*map(int, layer.kernel.shape)))
-             for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    return dict(rows=models.layer_table(model), total=int(model.count_params()),
-                trainable=trainable, dense=dense)
+    return summary.model_summary(family, hparams, num_classes)
 
 
 # --------------------------------------------------------------------------- tables and figures
@@ -262,69 +249,10 @@ def params_scatter(board: pd.DataFrame):
     return fig
 
 
-def curves_figure(history: dict, epochs: int, trace: list | None = None):
-    """Loss and accuracy per epoch (train and, when held out, validation) side by side.
-
-    Args:
-        history: {"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...]}.
-        epochs: planned epochs (the x axis runs from 0 to it).
-        trace: optional [(epoch as a fraction, loss, accuracy)] of running per-batch values,
-            drawn dotted while an epoch is under way.
-    """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
-    for col, metric in ((1, "loss"), (2, "accuracy")):
-        for prefix, name, color in (("", "train", TRAIN_COLOR), ("val_", "validation", VAL_COLOR)):
-            ys = history.get(prefix + metric) or []
-            if ys:
-                fig.add_trace(go.Scatter(x=list(range(1, len(ys) + 1)), y=ys, name=name,
-                                         mode="lines+markers", line_color=color,
-                                         legendgroup=name, showlegend=col == 1), row=1, col=col)
-        if trace:
-            fig.add_trace(go.Scatter(x=[t[0] for t in trace], y=[t[col] for t in trace],
-                                     name="train, running (per batch)", mode="lines",
-                                     line=dict(color=BATCH_COLOR, dash="dot"),
-                                     legendgroup="batch", showlegend=col == 1), row=1, col=col)
-    fig.update_xaxes(title_text="epoch", range=[0, max(epochs, 1) + 0.1], dtick=1 if epochs <= 20 else None)
-    fig.update_layout(height=330, margin=dict(l=0, r=0, t=30, b=0),
-                      legend=dict(orientation="h", y=-0.25))
-    return fig
-
-
-# --------------------------------------------------------------------------- small helpers
-
-def duration(seconds: float | None) -> str:
-    """Seconds as "42 s", "3 min 05 s" or "1 h 02 min"; "…" when unknown."""
-    if seconds is None or not math.isfinite(seconds):
-        return "…"
-    s = int(round(max(seconds, 0)))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
-
-
-def remaining_text(p: dict) -> str:
-    """The job's "Remaining (estimate)": digitrec.eta gives none until warm-up batches are
-    measured, so a training job says "estimating…" then, not minutes from its first batch."""
-    if p.get("eta") is not None:
-        return duration(p["eta"])
-    return "estimating…" if p.get("phase") == "training" else "…"
-
-
-def progress_text(p: dict) -> str:
-    """One line saying what a job (Job.progress()) is doing."""
-    phase = p.get("phase")
-    if phase == "training":
-        return (f"Epoch {max(p.get('epoch') or 0, 1)}/{p.get('epochs') or '?'} · "
-                f"batch {p.get('batch', 0)}/{p.get('batches') or '?'}")
-    return {"loading": "Loading the data…", "evaluating": "Evaluating on the test set…",
-            "saving": "Saving the run…"}.get(phase, "Starting a worker process (loading TensorFlow)…")
-
+# --------------------------------------------------------------------------- downloads
 
 def run_zip(run_id: str) -> bytes:
     """The run as a zip that `python -m digitrec import` and the import box accept (all five run
     files plus a README), built in memory by `digitrec.transfer.export_bytes`."""
     from digitrec.transfer import export_bytes
-    return export_bytes(ui.run_store(), run_id)
-
+    return export_bytes(shared.run_store(), run_id)
