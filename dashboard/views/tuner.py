@@ -10,7 +10,6 @@ widgets of `dashboard.components`. The page's pieces are in `dashboard/helpers/t
 import time
 
 import streamlit as st
-from digitrec.tuning_jobs import SearchJob
 from streamlit.errors import StreamlitAPIException
 
 import digitrec
@@ -21,7 +20,7 @@ from dashboard.helpers import tuner as tuner_helpers
 from digitrec import tuning
 from digitrec.runs import RunError
 from digitrec.training import TrainConfig
-from digitrec.tuning import SEARCH_SPACES, TUNERS, TuningError
+from digitrec.tuning import SEARCH_SPACES, TUNERS, SearchJob, TuningError
 
 SEARCH = "tuner_search"  # session key of the search picker (a search key)
 NOTICE = "tuner_notice"  # (kind, message) shown once, after a button
