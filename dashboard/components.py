@@ -1,6 +1,6 @@
 """Widgets and figures that more than one page draws: the sidebar's dataset switch, notices,
 a background job's live progress and its cancel button, a finished run's metric row, a model's
-layer table, the run picker and its labels, learning curves and digit grids.
+layer table, the run picker and its labels, learning curves, digit grids and enlarged digits.
 
 A widget used by one page only stays in that page (dashboard/views/<page>.py); the moment a
 second page needs it, it moves here. Widget keys are built from the `key` the caller passes, so
@@ -17,6 +17,7 @@ import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
+from PIL import Image
 from plotly.subplots import make_subplots
 
 import digitrec
@@ -255,6 +256,39 @@ def curves_figure(history: dict, epochs: int, trace: list | None = None):
     fig.update_layout(height=330, margin=dict(l=0, r=0, t=30, b=0),
                       legend=dict(orientation="h", y=-0.25))
     return fig
+
+
+def enlarge(image: np.ndarray, size: int = 112, invert: bool = False) -> np.ndarray:
+    """A picture for st.image: uint8, padded to a square with black (so every step shows at
+    the same size) and enlarged with square pixels (no browser blur) to about `size` px.
+
+    Args:
+        image: float in [0,1] or uint8; grey [H,W] or colour [H,W,C].
+        size: target side in pixels; larger images are padded and shrunk to at most 2 * size.
+        invert: show ink dark on white (a uint8 grey image's 255 - value), as in a grid.
+    """
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.dtype != np.uint8:
+        a = np.rint(np.clip(a.astype(np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+    if invert:
+        a = 255 - a
+    if max(a.shape[:2]) > 2 * size:
+        # A big upload is shown small: sending a 12-megapixel photo to a 112 px box is waste.
+        picture = Image.fromarray(np.ascontiguousarray(a))
+        picture.thumbnail((2 * size, 2 * size), Image.Resampling.BOX)
+        a = np.asarray(picture)
+    h, w = a.shape[:2]
+    if h != w:
+        side = max(h, w)
+        pad = [((side - h) // 2, side - h - (side - h) // 2),
+               ((side - w) // 2, side - w - (side - w) // 2)] + [(0, 0)] * (a.ndim - 2)
+        a = np.pad(a, pad)  # black; an alpha channel padded with 0 is transparent
+    factor = max(1, size // max(h, w))
+    if factor > 1:
+        a = np.repeat(np.repeat(a, factor, axis=0), factor, axis=1)
+    return a
 
 
 def digit_grid(images: np.ndarray, titles: list[str], columns: int = 8, cell_px: int = 90):

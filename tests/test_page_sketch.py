@@ -319,8 +319,8 @@ def test_the_app_shell_routes_to_the_sketch_page(home):
 def test_pictures_are_square_crisp_and_bounded():
     fitted = np.zeros((20, 14), np.float32)
     fitted[:, 7] = 1.0
-    shown = sketch_helpers.enlarge(fitted, 112)
+    shown = components.enlarge(fitted, 112)
     assert shown.shape == (100, 100) and shown.dtype == np.uint8  # padded square, 5x, no blur
     assert set(np.unique(shown)) == {0, 255}
-    assert sketch_helpers.enlarge(np.zeros((3000, 2000, 3), np.uint8), 112).shape == (224, 224, 3)
-    assert sketch_helpers.enlarge(np.zeros((28, 28, 1), np.uint8), 112).shape == (112, 112)
+    assert components.enlarge(np.zeros((3000, 2000, 3), np.uint8), 112).shape == (224, 224, 3)
+    assert components.enlarge(np.zeros((28, 28, 1), np.uint8), 112).shape == (112, 112)

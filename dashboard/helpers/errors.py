@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from dashboard.helpers import shared
 from dashboard.helpers.shared import RunRef
 from digitrec import evaluation
 from digitrec.embedding import embedding, penultimate_features, sample_indices
@@ -94,12 +95,6 @@ def test_probabilities(ref: RunRef) -> np.ndarray:
     return RunStore(ref.root).load(ref.run_id).test_probabilities()
 
 
-@st.cache_resource(max_entries=3, show_spinner="Loading the model…")
-def model(ref: RunRef):
-    """The run's trained keras.Model (shared by every session; only ever called, never changed)."""
-    return RunStore(ref.root).load(ref.run_id).model()
-
-
 # --------------------------------------------------------------------------- evaluation
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -123,7 +118,7 @@ def explanations(ref: RunRef, image: np.ndarray, class_index: int) -> dict[str, 
     """Saliency, Grad-CAM (None for models without a convolution) and occlusion maps, [28,28]."""
     from digitrec import explain  # TensorFlow: imported when first needed, not with the page
 
-    m = model(ref)
+    m = shared.model(ref)
     return {"saliency": explain.input_gradient_saliency(m, image, class_index),
             "gradcam": explain.grad_cam(m, image, class_index),
             "occlusion": explain.occlusion_map(m, image, class_index=class_index)}
@@ -151,7 +146,7 @@ def pixel_projection(images: np.ndarray, method: str, seed: int) -> np.ndarray:
 @st.cache_data(max_entries=8, show_spinner="Projecting what the model sees…")
 def model_projection(ref: RunRef, images: np.ndarray, method: str, seed: int) -> np.ndarray:
     """float32 [N,2]: the model's penultimate-layer features of the images, projected to 2-D."""
-    features = penultimate_features(model(ref), images)
+    features = penultimate_features(shared.model(ref), images)
     return embedding(features, method=method, seed=seed)
 
 
@@ -292,12 +287,3 @@ def embedding_figure(xy: np.ndarray, labels: np.ndarray, preds: np.ndarray, indi
                       legend=dict(itemsizing="constant"), clickmode="event+select",
                       dragmode="pan")
     return fig
-
-
-def enlarge(image: np.ndarray, scale: int = 6, invert: bool = True) -> np.ndarray:
-    """A uint8 [H,W] image enlarged with square pixels; ink dark on white unless `invert` is
-    False (then white on black, like the explanation overlays)."""
-    image = np.asarray(image, dtype=np.uint8)
-    if invert:
-        image = 255 - image
-    return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)

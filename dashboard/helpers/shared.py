@@ -72,6 +72,17 @@ def ref_of(info: RunInfo) -> RunRef:
     return RunRef(str(run_store().root), info.run_id, float(info.created))
 
 
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def model(ref: RunRef):
+    """The run's trained keras.Model (shared by every session and page; only ever called,
+    never changed).
+
+    Raises:
+        digitrec.runs.RunError: the run is gone or damaged (the message says what to do).
+    """
+    return RunStore(ref.root).load(ref.run_id).model()
+
+
 def complete_runs(dataset: str) -> list[RunInfo]:
     """Complete runs of `dataset` in the run store (shipped starter included), best test
     accuracy first, newest first on ties: the order every run picker uses, so its first entry

@@ -16,12 +16,11 @@ import time
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
-from PIL import Image
 
+from dashboard.helpers import shared
 from dashboard.helpers.shared import RunRef
 from digitrec import preprocess, robustness
 from digitrec.preprocess import MNIST_SIZE, Preprocessed, decode_upload, to_mnist
-from digitrec.runs import RunStore
 
 DATASET = "mnist"  # the Sketch page reads handwritten digits, whatever the sidebar shows
 PREDICTED_COLOUR, OTHER_COLOUR = "#2563eb", "#b0b7c3"
@@ -29,7 +28,8 @@ PREDICTED_COLOUR, OTHER_COLOUR = "#2563eb", "#b0b7c3"
 
 # --------------------------------------------------------------------------- the model
 
-@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+# No spinner of its own: loading the model (`shared.model`) shows one.
+@st.cache_resource(max_entries=4, show_spinner=False)
 def predictor(ref: RunRef):
     """A `digitrec.inference.Predictor` for the run (traced once; thread-safe, never mutated).
 
@@ -40,7 +40,7 @@ def predictor(ref: RunRef):
     """
     from digitrec.inference import Predictor  # TensorFlow: imported when first needed
 
-    fast = Predictor(RunStore(ref.root).load(ref.run_id).model())
+    fast = Predictor(shared.model(ref))
     # The first call of a traced function costs ~100 ms (graph set-up); pay it here, with the
     # model load, not on the user's first stroke.
     fast.predict_proba(np.zeros((1, MNIST_SIZE, MNIST_SIZE), np.float32))
@@ -124,36 +124,6 @@ def sweeps(ref: RunRef, image: np.ndarray, digit: int) -> dict[str, tuple]:
 
 
 # --------------------------------------------------------------------------- display
-
-def enlarge(image: np.ndarray, size: int = 112) -> np.ndarray:
-    """A picture for st.image: uint8, padded to a square with black (so every step shows at
-    the same size) and enlarged with square pixels (no browser blur) to about `size` px.
-
-    Args:
-        image: float in [0,1] or uint8; grey [H,W] or colour [H,W,C].
-        size: target side in pixels; larger images are padded and shrunk to at most 2 * size.
-    """
-    a = np.asarray(image)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
-    if a.dtype != np.uint8:
-        a = np.rint(np.clip(a.astype(np.float32), 0.0, 1.0) * 255).astype(np.uint8)
-    if max(a.shape[:2]) > 2 * size:
-        # A big upload is shown small: sending a 12-megapixel photo to a 112 px box is waste.
-        picture = Image.fromarray(np.ascontiguousarray(a))
-        picture.thumbnail((2 * size, 2 * size), Image.Resampling.BOX)
-        a = np.asarray(picture)
-    h, w = a.shape[:2]
-    if h != w:
-        side = max(h, w)
-        pad = [((side - h) // 2, side - h - (side - h) // 2),
-               ((side - w) // 2, side - w - (side - w) // 2)] + [(0, 0)] * (a.ndim - 2)
-        a = np.pad(a, pad)  # black; an alpha channel padded with 0 is transparent
-    factor = max(1, size // max(h, w))
-    if factor > 1:
-        a = np.repeat(np.repeat(a, factor, axis=0), factor, axis=1)
-    return a
-
 
 def probability_bars(probs: np.ndarray, digit: int, height: int = 260) -> go.Figure:
     """Bar chart of all ten class probabilities, the predicted digit highlighted."""

@@ -214,7 +214,7 @@ def why_tab(ref, dataset: str, images, labels, probs, names) -> None:
     maps = errors_helpers.explanations(ref, images[index], target)
     shown = errors_helpers.overlays(images[index], maps)
     cols = st.columns(4)
-    cols[0].image(errors_helpers.enlarge(images[index], invert=False), caption="the digit", width=168)
+    cols[0].image(components.enlarge(images[index], 168), caption="the digit", width=168)
     cols[1].image(shown["saliency"], width=168,
                   caption="saliency: pixels that move the score most")
     if shown["gradcam"] is not None:
@@ -334,7 +334,7 @@ def embedding_tab(ref, dataset: str, images, labels, probs, names) -> None:
         if point is None:
             st.caption("Hover a dot to see its index and labels; click one to see the digit here.")
         else:
-            st.image(errors_helpers.enlarge(images[point], 5), width=140)
+            st.image(components.enlarge(images[point], 140, invert=True), width=140)
             st.markdown(f"**#{point}**  \ntrue **{names[labels[point]]}**  \n"
                         f"read as **{names[probs[point].argmax()]}**")
             st.button("Why did it say that?", key="err_embed_explain", on_click=_explain,

@@ -138,7 +138,7 @@ def upload_input() -> "tuple[Preprocessed | None, float]":
 def example_input(index: int) -> "tuple[Preprocessed, float]":
     """The Errors page's test digit, shown with its true label."""
     images, labels = shared.load_split(sketch_helpers.DATASET, "test")
-    st.image(sketch_helpers.enlarge(images[index], CANVAS_PX), width=CANVAS_PX,
+    st.image(components.enlarge(images[index], CANVAS_PX), width=CANVAS_PX,
              caption=f"MNIST test digit #{index}, labelled {labels[index]}")
     return sketch_helpers.timed(sketch_helpers.prepare_example, images[index])
 
@@ -166,7 +166,7 @@ def show_steps(pre) -> None:
     st.subheader("What the model sees")
     steps = pre.steps
     for col, (title, image) in zip(st.columns(len(steps)), steps, strict=True):
-        col.image(sketch_helpers.enlarge(image, 112), width=112, caption=title)
+        col.image(components.enlarge(image, 112), width=112, caption=title)
     st.caption("The drawing is prepared the way MNIST digits were made: cropped to the ink, "
                "fitted into 20 × 20 pixels keeping its shape, placed in 28 × 28 with its centre "
                "of mass in the middle. The last picture is exactly what the model reads.")
@@ -176,7 +176,7 @@ def show_explanation(ref, pre, digit: int) -> None:
     st.subheader("Where the model looked")
     maps = sketch_helpers.explanation(ref, pre.image, digit)
     c1, c2, c3 = st.columns(3)
-    c1.image(sketch_helpers.enlarge(pre.image, 168), width=168, caption="the model's input (28 × 28)")
+    c1.image(components.enlarge(pre.image, 168), width=168, caption="the model's input (28 × 28)")
     c2.image(maps["saliency"], width=168,
              caption=f"Saliency: the pixels that would most change the score of {digit}")
     if maps["gradcam"] is None:
@@ -197,7 +197,7 @@ def show_robustness(ref, pre, digit: int, probs: np.ndarray) -> None:
     thickness = s4.slider("Stroke thickness (px)", -2, 2, 0, key="sketch_thick")
     view, new_digit, new_probs = sketch_helpers.perturbed(ref, pre.image, dx, dy, angle, thickness)
     c1, c2, c3 = st.columns([1, 1, 3], vertical_alignment="center")
-    c1.image(sketch_helpers.enlarge(view, 140), width=140, caption="perturbed input")
+    c1.image(components.enlarge(view, 140), width=140, caption="perturbed input")
     change = (new_probs[digit] - probs[digit]) * 100
     unmoved = (dx, dy, angle, thickness) == (0, 0, 0, 0)
     c2.metric("Now read as", str(new_digit),
