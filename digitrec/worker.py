@@ -38,6 +38,7 @@ import argparse
 import fcntl
 import importlib
 import json
+import math
 import os
 import socket
 import subprocess
@@ -208,6 +209,21 @@ class JobProgress:
         """Record how the job ended ("complete", "cancelled" or "failed" with its error)."""
         self.state.update(status=status, phase="done", error=error, eta=None)
         self.write()
+
+
+def format_duration(seconds: float | None, compact: bool = False) -> str:
+    """A job's elapsed or remaining seconds for people: "42 s", "3 min 05 s", "1 h 02 min", or
+    "…" when unknown (None, NaN, infinite). `compact` is the terminal's form: "42s", "3m05s", "?"."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?" if compact else "…"
+    s = int(round(max(seconds, 0)))
+    if compact:
+        return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 # --- starting and waiting -----------------------------------------------------------------------

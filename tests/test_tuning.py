@@ -13,8 +13,8 @@ import keras
 import keras_tuner as kt
 import pytest
 
-from digitrec import models, tuning, tuning_cli
-from digitrec.tuning import engine as tuning_engine
+from digitrec import models, tuning
+from digitrec.cli import main as cli_main
 from digitrec.tuning import (
     PROJECT,
     SearchCancelled,
@@ -30,6 +30,7 @@ from digitrec.tuning import (
     submit_search,
     transfer_config,
 )
+from digitrec.tuning import engine as tuning_engine
 
 TINY = dict(family="fast", tuner="random", max_trials=2, epochs=1, subsample=300)
 ALLOWED_SUFFIXES = {".json", ".h5", ".log", ".lock", ""}
@@ -327,7 +328,7 @@ def test_background_search_attach_cancel_and_resume(tmp_path):
 
 def test_cli_tune_reports_a_finished_search_as_json(finished, capsys):
     root, config, result, _ = finished
-    code = tuning_cli.main(["tune", "--home", str(root), "--family", "fast", "--tuner", "random",
+    code = cli_main(["tune", "--home", str(root), "--family", "fast", "--tuner", "random",
                              "--max-trials", "2", "--epochs", "1", "--subsample", "300",
                              "--json"])
     assert code == 0
@@ -338,7 +339,7 @@ def test_cli_tune_reports_a_finished_search_as_json(finished, capsys):
 
 
 def test_cli_tune_prints_a_line_per_trial(tmp_path, capsys):
-    code = tuning_cli.main(["tune", "--home", str(tmp_path), "--family", "fast", "--max-trials",
+    code = cli_main(["tune", "--home", str(tmp_path), "--family", "fast", "--max-trials",
                              "2", "--epochs", "1", "--subsample", "200", "--seed", "3"])
     assert code == 0
     captured = capsys.readouterr()
@@ -348,9 +349,9 @@ def test_cli_tune_prints_a_line_per_trial(tmp_path, capsys):
 
 
 def test_cli_tune_rejects_bad_settings(tmp_path, capsys):
-    assert tuning_cli.main(["tune", "--home", str(tmp_path), "--subsample", "5"]) == 2
+    assert cli_main(["tune", "--home", str(tmp_path), "--subsample", "5"]) == 2
     assert "subsample" in capsys.readouterr().err
-    assert tuning_cli.main(["tune", "--home", str(tmp_path), "--distributed", "worker"]) == 2
+    assert cli_main(["tune", "--home", str(tmp_path), "--distributed", "worker"]) == 2
     assert "--oracle-ip" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        tuning_cli.main(["tune", "--tuner", "grid"])
+        cli_main(["tune", "--tuner", "grid"])

@@ -28,7 +28,7 @@ def free_port() -> int:
 
 def tune_command() -> list[str]:
     """`python -m digitrec tune` once the CLI has the command, else the module's own entry."""
-    from digitrec.__main__ import build_parser
+    from digitrec.cli import build_parser
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     module = "digitrec" if "tune" in sub.choices else "digitrec.tuning_cli"
     return [sys.executable, "-m", module, "tune"]

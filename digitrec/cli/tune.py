@@ -10,8 +10,8 @@
 
 Progress goes to stderr, one line per trial; running the same command again resumes an
 interrupted search, and a finished one prints its results at once. Workers must run the same
-settings as the chief. Exit status: 0 done, 1 failed or cancelled, 2 bad settings.
-`python -m digitrec.tuning_cli tune ...` is the same command without the main CLI.
+settings as the chief. Exit status: 0 done, 1 failed or cancelled, 2 bad settings. The flags are
+SearchConfig's field names.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import os
 import socket
 import sys
 
+from digitrec.cli.common import EXIT_BAD_INPUT, EXIT_FAILED
 from digitrec.tuning import (
     OBJECTIVE,
     SEARCH_SPACES,
@@ -32,13 +33,7 @@ from digitrec.tuning import (
     run_search,
     submit_search,
 )
-
-
-def _duration(seconds) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+from digitrec.worker import format_duration
 
 
 def _score(value) -> str:
@@ -69,7 +64,8 @@ class TrialLines:
                     f"{info.get('status', '').lower()} {OBJECTIVE} {_score(info.get('score'))} "
                     f"({seconds})  best {_score(info.get('best_score'))} "
                     f"[{info.get('best_trial_id') or '-'}]  elapsed "
-                    f"{_duration(info.get('elapsed'))}  eta {_duration(info.get('eta'))}")
+                    f"{format_duration(info.get('elapsed'), compact=True)}  "
+                    f"eta {format_duration(info.get('eta'), compact=True)}")
 
     def on_message(self, text: str) -> None:
         self._print(f"note: {text}")
@@ -84,25 +80,13 @@ def _subsample(text: str):
                                          f"{text!r}") from None
 
 
-def _has_option(parents, option: str) -> bool:
-    return any(option in action.option_strings for p in parents for action in p._actions)
-
-
-def add_tune_parser(subparsers, parents=()):
-    """Add ``tune`` to an argparse sub-parser set; `parents` may supply --home and --json.
-
-    Returns the new parser (its default `func` is run_tune_command).
-    """
-    p = subparsers.add_parser(
-        "tune", parents=list(parents),
+def add_parser(sub, common) -> None:
+    p = sub.add_parser(
+        "tune", parents=[common],
         help="search hyperparameters with keras-tuner (resumable)",
         description="Search hyperparameters of a zoo family with keras-tuner. Resumable: run "
                     "the same command again to continue an interrupted search; a finished "
                     "one returns its results at once.")
-    if not _has_option(parents, "--home"):
-        p.add_argument("--home", help="run store folder (default $DIGITREC_HOME or ./runs)")
-    if not _has_option(parents, "--json"):
-        p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--tuner", default="random", choices=TUNERS, help="default random")
     p.add_argument("--family", default="tuned", choices=tuple(SEARCH_SPACES),
                    help="search space: tuned (the notebook's, default) or fast")
@@ -126,8 +110,7 @@ def add_tune_parser(subparsers, parents=()):
     p.add_argument("--oracle-port", type=int, help="chief's port (sets KERASTUNER_ORACLE_PORT)")
     p.add_argument("--tuner-id", help="this worker's id (sets KERASTUNER_TUNER_ID; default "
                                       "tuner-<host>-<pid>)")
-    p.set_defaults(func=run_tune_command)
-    return p
+    p.set_defaults(func=command)
 
 
 def _set_distributed_env(args) -> None:
@@ -166,7 +149,7 @@ def _print_summary(result: SearchResult, as_json: bool) -> None:
               f"--dataset {result.config.dataset} {hp}")
 
 
-def run_tune_command(args) -> int:
+def command(args) -> int:
     """Run a parsed ``tune`` command. Exit status: 0 done, 1 failed or cancelled, 2 bad input."""
     try:
         config = SearchConfig(dataset=args.dataset, family=args.family, tuner=args.tuner,
@@ -180,7 +163,7 @@ def run_tune_command(args) -> int:
             _set_distributed_env(args)
     except TuningError as e:
         sys.stderr.write(f"error: {e}\n")
-        return 2
+        return EXIT_BAD_INPUT
     try:
         if args.background:
             job = submit_search(config, args.home)
@@ -193,27 +176,12 @@ def run_tune_command(args) -> int:
         result = run_search(config, args.home, listener=TrialLines())
     except SearchCancelled as e:
         sys.stderr.write(f"error: {e}\n")
-        return 1
+        return EXIT_FAILED
     except TuningError as e:
         sys.stderr.write(f"error: {e}\n")
-        return 1
+        return EXIT_FAILED
     for text in result.messages:
         sys.stderr.write(f"note: {text}\n")
     _print_summary(result, args.json)
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m digitrec.tuning_cli tune ...``: the command without the main CLI."""
-    parser = argparse.ArgumentParser(prog="python -m digitrec.tuning_cli")
-    add_tune_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        sys.stderr.write("\ninterrupted\n")
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
