@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from digitrec import eta, jobs
+from digitrec import eta, jobs, worker
 
 # The softmax epoch of issue 10: a 1 s first batch (graph tracing), then 1,874 batches of 2 ms.
 FIRST, STEADY, BATCHES = 1.0, 0.002, 1875
@@ -93,7 +93,7 @@ def test_progress_writer_reports_no_eta_until_warm_up_then_an_honest_one(tmp_pat
         if batch in (0, 1500):
             seen.append(writer.state["eta"])
     writer.write()
-    assert json.loads((tmp_path / jobs.JOB_FILE).read_text())["eta"] == 0.0
+    assert json.loads((tmp_path / worker.JOB_FILE).read_text())["eta"] == 0.0
     assert seen[0] is None  # after the slow first batch: "estimating…", not 31 minutes
     assert seen[1] == pytest.approx((BATCHES - 1501) * STEADY, abs=0.15)
 
