@@ -108,7 +108,7 @@ def test_hyperparameters_change_the_table_and_the_url(run_home):
     assert "784 inputs x 64 units + 64 biases = 50,240" in markdown(at)
     assert at.query_params["hp_units"] == "64"
     at.toggle(key="model_quick").set_value(True).run()
-    assert at.query_params["limit"] == str(model_helpers.QUICK_LIMIT)
+    assert at.query_params["train_limit"] == str(model_helpers.QUICK_LIMIT)
 
 
 def test_query_params_prefill_the_widgets(run_home):
@@ -131,7 +131,20 @@ def test_query_params_prefill_the_widgets(run_home):
     assert at.toggle(key="model_quick").value is True
     assert at.number_input(key="model_limit").value == 500
     assert layer_params(at) == 784 * 64 + 64 + 64 * 10 + 10
-    assert dict(at.query_params) == query  # written back unchanged: a stable, shareable link
+    # An old link's short keys are read, and the address bar then names the config's fields.
+    assert dict(at.query_params) == {model_helpers.URL_ALIASES.get(k, k): v for k, v in query.items()}
+
+
+def test_a_link_with_the_config_field_names_is_written_back_unchanged(run_home):
+    query = {"dataset": "mnist", "family": "mlp", "hp_units": "64", "epochs": "3",
+             "batch_size": "64", "optimizer": "sgd", "learning_rate": "0.005",
+             "lr_schedule": "cosine", "validation_split": "0.1", "augment": "1", "seed": "7",
+             "train_limit": "500"}
+    at = model_page(query)
+    assert not at.warning
+    assert at.number_input(key="model_batch").value == 64
+    assert at.number_input(key="model_limit").value == 500
+    assert dict(at.query_params) == query  # a stable, shareable link
 
 
 def test_invalid_query_params_fall_back_with_a_warning(run_home):
@@ -283,7 +296,7 @@ def test_stored_runs_outside_the_widget_bounds_open_clipped_with_a_warning():
     form, warnings = model_helpers.form_of(config)
     assert form["epochs"] == 5 and form["learning_rate"] == pytest.approx(1e-3)
     assert form["batch_size"] == 8
-    assert len(warnings) == 2 and "epochs=500" in warnings[0] and "lr=2" in warnings[1]
+    assert len(warnings) == 2 and "epochs=500" in warnings[0] and "learning_rate=2" in warnings[1]
 
 
 def test_slider_float_noise_does_not_change_the_cache_key():

@@ -28,10 +28,15 @@ QUICK_LIMIT = 5_000  # training images in a "quick lesson": a CNN epoch in ~12 s
 BOUNDS = dict(epochs=(1, 100), batch_size=(1, 4096), learning_rate=(1e-5, 1.0),
               validation_split=(0.0, 0.4), seed=(0, 2**31 - 1), limit=(10, 60_000))
 CHOICES = dict(optimizer=OPTIMIZERS, lr_schedule=LR_SCHEDULES)
-# form field -> URL key; the hyperparameters go as hp_<name>, the subset size as `limit`.
-URL_KEYS = dict(epochs="epochs", batch_size="batch", optimizer="opt", learning_rate="lr",
-                lr_schedule="schedule", validation_split="val", augment="augment", seed="seed")
+# The form fields a link carries, each under its TrainConfig field's name (the CLI's flags use
+# the same words); the hyperparameters go as hp_<name>, the subset size as train_limit.
+URL_FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule",
+              "validation_split", "augment", "seed")
+LIMIT_KEY = "train_limit"
 HP_PREFIX = "hp_"
+# Keys of links shared before the URL used the field names: still read, never written.
+URL_ALIASES = dict(batch="batch_size", opt="optimizer", lr="learning_rate", schedule="lr_schedule",
+                   val="validation_split", limit=LIMIT_KEY)
 
 
 # --------------------------------------------------------------------------- form <-> config <-> URL
@@ -80,9 +85,9 @@ def to_query(config: TrainConfig) -> dict[str, str]:
     (the dataset is read back by `components.dataset_switch`, the rest by `from_query`)."""
     query = {"dataset": config.dataset, "family": config.family}
     query.update({HP_PREFIX + name: _text(value) for name, value in config.hparams})
-    query.update({key: _text(getattr(config, field)) for field, key in URL_KEYS.items()})
+    query.update({field: _text(getattr(config, field)) for field in URL_FIELDS})
     if config.train_limit is not None:
-        query["limit"] = str(config.train_limit)
+        query[LIMIT_KEY] = str(config.train_limit)
     return query
 
 
@@ -113,18 +118,23 @@ def from_query(query: Mapping) -> tuple[dict, list[str]]:
 
     Args:
         query: st.query_params (or any mapping of str to str or list of str). Keys that are
-            not the Models page's are ignored silently.
+            not the Models page's are ignored silently; the old short keys (URL_ALIASES) are
+            read too, a field's own name winning over its alias.
     Returns (form, warnings): every missing or invalid value takes the default of the family
     (the family itself defaults to softmax); each invalid one adds a warning sentence. Never raises.
     """
-    def get(key):
-        value = query.get(key)
-        if isinstance(value, (list, tuple)):  # a repeated key: the last one wins, as in Streamlit
-            value = value[-1] if value else None
-        return None if value is None else str(value)
+    def get(key) -> tuple[str, str | None]:
+        """(the key the link used, its text) for a URL key or its old alias; None: absent."""
+        for used in (key, *[old for old, new in URL_ALIASES.items() if new == key]):
+            value = query.get(used)
+            if isinstance(value, (list, tuple)):  # a repeated key: the last wins, as in Streamlit
+                value = value[-1] if value else None
+            if value is not None:
+                return used, str(value)
+        return key, None
 
     warnings = []
-    family = get("family")
+    _, family = get("family")
     if family is not None and family not in models.FAMILIES:
         warnings.append(f"Ignored `family={family}` from the link: unknown model family (choose "
                         f"one of {', '.join(models.FAMILIES)}); showing {DEFAULT_FAMILY}.")
@@ -133,13 +143,13 @@ def from_query(query: Mapping) -> tuple[dict, list[str]]:
     fam = models.FAMILIES[form["family"]]
 
     def take(key, field_default, kind, bounds=None, choices=None):
-        text = get(key)
+        used, text = get(key)
         if text is None:
             return field_default
         try:
             return _parse(text, kind, bounds, choices)
         except ValueError as why:
-            warnings.append(f"Ignored `{key}={text}` from the link: it {why}; using "
+            warnings.append(f"Ignored `{used}={text}` from the link: it {why}; using "
                             f"{_text(field_default)}.")
             return field_default
 
@@ -150,14 +160,15 @@ def from_query(query: Mapping) -> tuple[dict, list[str]]:
             allowed = ", ".join(fam.defaults) or "none"
             warnings.append(f"Ignored `{key}` from the link: {fam.name} has no such "
                             f"hyperparameter (it has: {allowed}).")
-    for field, key in URL_KEYS.items():
+    for field in URL_FIELDS:
         kind = type(form[field])
-        form[field] = take(key, form[field], kind, BOUNDS.get(field), CHOICES.get(field))
-    if get("limit") is not None:
+        form[field] = take(field, form[field], kind, BOUNDS.get(field), CHOICES.get(field))
+    used, text = get(LIMIT_KEY)
+    if text is not None:
         try:  # a valid subset size turns the quick lesson on
-            form["limit"], form["quick"] = _parse(get("limit"), int, BOUNDS["limit"]), True
+            form["limit"], form["quick"] = _parse(text, int, BOUNDS["limit"]), True
         except ValueError as why:
-            warnings.append(f"Ignored `limit={get('limit')}` from the link: it {why}; training "
+            warnings.append(f"Ignored `{used}={text}` from the link: it {why}; training "
                             "on all images.")
     try:
         to_config(form, "mnist")
