@@ -345,7 +345,7 @@ def test_cli_tune_prints_a_line_per_trial(tmp_path, capsys):
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.startswith("trial ")]
     assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
-    assert "best trial" in captured.out and "python -m digitrec train --model fast" in captured.out
+    assert "best trial" in captured.out and "python -m digitrec train --family fast" in captured.out
 
 
 def test_cli_tune_rejects_bad_settings(tmp_path, capsys):

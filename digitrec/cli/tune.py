@@ -145,7 +145,7 @@ def _print_summary(result: SearchResult, as_json: bool) -> None:
     print(f"best trial {result.best_trial_id}  {OBJECTIVE} {_score(result.best_score)}  "
           f"{result.best_hyperparameters}")
     if result.best_hyperparameters:
-        print(f"train it fully: python -m digitrec train --model {result.config.family} "
+        print(f"train it fully: python -m digitrec train --family {result.config.family} "
               f"--dataset {result.config.dataset} {hp}")
 
 
