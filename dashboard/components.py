@@ -9,7 +9,6 @@ through the cached helpers (dashboard/helpers/).
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 
@@ -24,6 +23,7 @@ import digitrec
 from dashboard.helpers import shared
 from digitrec.models import FAMILIES
 from digitrec.runs import OUTDATED_LABEL, RunInfo
+from digitrec.worker import format_duration
 
 TRAIN_COLOR, VAL_COLOR, BATCH_COLOR = "#2563eb", "#f97316", "#93c5fd"
 MAX_TRACE = 2_000  # per-batch points kept for a live training curve
@@ -68,23 +68,11 @@ def notice(key: str) -> None:
 
 # --------------------------------------------------------------------------- texts
 
-def duration(seconds: float | None) -> str:
-    """Seconds as "42 s", "3 min 05 s" or "1 h 02 min"; "…" when unknown."""
-    if seconds is None or not math.isfinite(seconds):
-        return "…"
-    s = int(round(max(seconds, 0)))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
-
-
 def remaining_text(p: dict) -> str:
     """A training job's "Remaining (estimate)": digitrec.eta gives none until warm-up batches are
     measured, so a training job says "estimating…" then, not minutes from its first batch."""
     if p.get("eta") is not None:
-        return duration(p["eta"])
+        return format_duration(p["eta"])
     return "estimating…" if p.get("phase") == "training" else "…"
 
 
@@ -140,7 +128,7 @@ def run_metrics(metrics: dict, accuracy_label: str = "Test accuracy") -> None:
     c[0].metric(accuracy_label, f"{metrics['test_accuracy']:.4f}")
     c[1].metric("Test loss", f"{metrics.get('test_loss', float('nan')):.4f}")
     c[2].metric("Parameters", f"{metrics.get('params', 0):,}")
-    c[3].metric("Training time", duration(metrics.get("train_seconds")))
+    c[3].metric("Training time", format_duration(metrics.get("train_seconds")))
 
 
 def layer_table(summary, key: str) -> None:
@@ -202,7 +190,7 @@ def training_progress(run_id: str, key: str, trace: bool = False) -> None:
         points = _trace(run_id, key, p) if trace else None
         logs = p.get("logs") or {}
         c = st.columns(4)
-        c[0].metric("Elapsed", duration(time.time() - (p.get("started") or time.time())))
+        c[0].metric("Elapsed", format_duration(time.time() - (p.get("started") or time.time())))
         c[1].metric("Remaining (estimate)", remaining_text(p))
         c[2].metric("Loss (this epoch)", f"{logs['loss']:.4f}" if "loss" in logs else "…")
         c[3].metric("Accuracy (this epoch)", f"{logs['accuracy']:.4f}" if "accuracy" in logs else "…")

@@ -321,7 +321,8 @@ def test_run_zip_is_an_importable_run(run_home):
 
 
 def test_durations_and_progress_lines():
-    assert [components.duration(s) for s in (None, 4.4, 65, 3725)] == ["…", "4 s", "1 min 05 s", "1 h 02 min"]
+    from digitrec.worker import format_duration  # the one formatter, the dashboard's and the CLI's
+    assert [format_duration(s) for s in (None, 4.4, 65, 3725)] == ["…", "4 s", "1 min 05 s", "1 h 02 min"]
     assert components.progress_text({"phase": "training", "epoch": 2, "epochs": 5, "batch": 7,
                               "batches": 10}) == "Epoch 2/5 · batch 7/10"
     assert components.progress_text({"phase": "starting"}).startswith("Starting a worker")

@@ -21,6 +21,7 @@ from digitrec import tuning
 from digitrec.runs import RunError
 from digitrec.training import TrainConfig
 from digitrec.tuning import SEARCH_SPACES, TUNERS, SearchJob, TuningError
+from digitrec.worker import format_duration
 
 SEARCH = "tuner_search"  # session key of the search picker (a search key)
 NOTICE = "tuner_notice"  # (kind, message) shown once, after a button
@@ -137,8 +138,8 @@ def live_search(info, shown_done: int) -> None:
         best = p.get("best_score")
         c[1].metric("Best score so far", "…" if best is None else f"{best:.4f}")
         started = p.get("started") or time.time()
-        c[2].metric("Elapsed", components.duration(time.time() - started))
-        c[3].metric("Remaining (estimate)", components.duration(p.get("eta")))
+        c[2].metric("Elapsed", format_duration(time.time() - started))
+        c[3].metric("Remaining (estimate)", format_duration(p.get("eta")))
         if p.get("hyperparameters") and p.get("trial"):
             st.caption(f"Trial {p['trial']} tries: " + ", ".join(
                 f"{k}={v}" for k, v in p["hyperparameters"].items()))
