@@ -130,5 +130,5 @@ def sample_indices(labels, n: int, seed: int = 0) -> np.ndarray:
     take[np.argsort(-(quota - take), kind="stable")[:extra]] += 1
     rng = np.random.default_rng(seed)
     picked = [rng.choice(np.flatnonzero(y == c), size=k, replace=False)
-              for c, k in zip(classes, take) if k]
+              for c, k in zip(classes, take, strict=True) if k]
     return np.sort(np.concatenate(picked)).astype(np.int64)

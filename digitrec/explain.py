@@ -26,8 +26,8 @@ import tensorflow as tf
 
 from digitrec.evaluation import EvaluationError
 
-_SUBMODELS: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
-_TRACED: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
+_SUBMODELS: weakref.WeakKeyDictionary[keras.Model, dict] = weakref.WeakKeyDictionary()
+_TRACED: weakref.WeakKeyDictionary[keras.Model, dict] = weakref.WeakKeyDictionary()
 _LOCK = threading.RLock()  # traced() builds sub-models (which take the lock) while holding it
 
 
@@ -284,7 +284,7 @@ def occlusion_map(model: keras.Model, x, patch: int = 4, stride: int = 2, fill: 
     drops = probs[0, target] - probs[1:, target]
     total = np.zeros((height, width), np.float64)
     count = np.zeros((height, width), np.int64)
-    for drop, (r, c) in zip(drops, boxes):
+    for drop, (r, c) in zip(drops, boxes, strict=True):
         total[r:r + patch, c:c + patch] += drop
         count[r:r + patch, c:c + patch] += 1
     return (total / np.maximum(count, 1)).astype(np.float32)
