@@ -70,6 +70,9 @@ class TrainConfig:
     # (`validation_data=(x_test, y_test)`). The test split is then no longer unseen by whoever
     # reads the curves; the final test metrics are computed as always.
     validate_on_test: bool = False
+    # Training-split indices left out before anything else (e.g. the top-K suspect labels of
+    # digitrec.trust.labels.without_suspects); stored sorted and unique; () = train on all.
+    exclude: tuple = ()
 
     def __post_init__(self):
         _check_type("dataset", self.dataset, str)
@@ -102,6 +105,7 @@ class TrainConfig:
                               "validation images; set one of them")
         _check_type("optimizer", self.optimizer, str)
         _check_type("lr_schedule", self.lr_schedule, str)
+        object.__setattr__(self, "exclude", _indices("exclude", self.exclude))
         if self.train_limit is not None:
             _check_type("train_limit", self.train_limit, int)
             if self.train_limit < 10:
@@ -139,9 +143,10 @@ class TrainConfig:
         return dict(self.hparams)
 
     def to_dict(self) -> dict:
-        """A JSON-ready dict (hparams as a name -> value dict)."""
+        """A JSON-ready dict (hparams as a name -> value dict, exclude as a list)."""
         out = asdict(self)
         out["hparams"] = dict(self.hparams)
+        out["exclude"] = list(self.exclude)
         return out
 
     @classmethod
@@ -185,7 +190,8 @@ class TrainConfig:
         return architecture_fingerprint(self.family, INPUT_SHAPE, num_classes, self.hparams)
 
 
-_LATER_FIELDS = {"validate_on_test": False}  # name -> default: see TrainConfig.key
+# name -> default as to_dict() writes it: see TrainConfig.key
+_LATER_FIELDS = {"validate_on_test": False, "exclude": []}
 # Bump when a change to the training code (loss, augmentation, schedule, data order, ...) changes
 # what the same configuration trains into: every run id changes with it, and runs stored before
 # are labelled "built by an older digitrec" instead of being served as cache hits.
@@ -200,6 +206,20 @@ def _plain(value):
     if isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(value)
+
+
+def _indices(name: str, value) -> tuple:
+    """A collection of indices as a sorted tuple of unique ints >= 0 (ConfigError otherwise)."""
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise ConfigError(f"TrainConfig.{name} must be a list of image indices, got {value!r:.80}")
+    out = set()
+    for i in value:
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise ConfigError(f"TrainConfig.{name} holds {i!r:.40}: image indices are integers")
+        if i < 0:
+            raise ConfigError(f"TrainConfig.{name} holds {i}: image indices are >= 0")
+        out.add(int(i))
+    return tuple(sorted(out))
 
 
 def _check_type(name: str, value, kind: type) -> None:
@@ -305,6 +325,14 @@ def _split_data(config: TrainConfig):
     from digitrec.preprocess import scale  # PIL and SciPy: loaded when training, not on import
 
     images, labels = load_dataset(config.dataset, "train")
+    if config.exclude:  # left out first: train_limit and validation draw from what remains
+        if config.exclude[-1] >= len(labels):
+            raise ConfigError(f"TrainConfig.exclude holds index {config.exclude[-1]}, but the "
+                              f"{config.dataset} training split has {len(labels)} images "
+                              f"(0..{len(labels) - 1}); remove the indices past its end")
+        keep = np.ones(len(labels), bool)
+        keep[list(config.exclude)] = False
+        images, labels = images[keep], labels[keep]
     if config.train_limit is not None and config.train_limit < len(labels):
         keep = stratified_indices(labels, config.train_limit, config.seed)
         images, labels = images[keep], labels[keep]

@@ -6,7 +6,6 @@ checks), so most tests train nothing. Two tests train: a cross-validation of a s
 images with 1% of the labels flipped (a few CPU seconds), and a background worker on 400 images
 (a fresh interpreter: it imports TensorFlow, several seconds).
 """
-import dataclasses
 import json
 import threading
 import zipfile
@@ -251,8 +250,6 @@ def test_background_job_computes_once_and_the_second_request_is_cached(store):
 
 
 def test_without_suspects_is_its_own_run(store):
-    if "exclude" not in {f.name for f in dataclasses.fields(TrainConfig)}:
-        pytest.skip("TrainConfig has no `exclude` field yet (training-split indices to leave out)")
     config = CrossValConfig("mnist")
     _save_synthetic(store, config)
     base = TrainConfig.for_family("fast")
@@ -260,3 +257,62 @@ def test_without_suspects_is_its_own_run(store):
     assert cleaned.key() != base.key()
     assert list(cleaned.exclude) == excluded_indices("mnist", 50, store, config).tolist()
     assert without_suspects(base, 50, store, config).key() == cleaned.key()
+    assert without_suspects(base, 60, store, config).key() != cleaned.key()
+    assert without_suspects(base, 0, store, config).key() == base.key()  # nothing removed
+    # The field survives the run store's round trip (config.json) and keeps its id.
+    again = TrainConfig.from_dict(json.loads(json.dumps(cleaned.to_dict())))
+    assert again == cleaned and again.key() == cleaned.key()
+    with pytest.raises(LabelError, match=r"cross-validation first.*suspects --dataset mnist "
+                                         r"--split train"):
+        without_suspects(base, 50, store, CrossValConfig("mnist", seed=1))
+
+
+def test_exclude_is_normalised_and_checked():
+    assert TrainConfig(exclude=[9, 2, 9, np.int64(4)]).exclude == (2, 4, 9)
+    assert TrainConfig(exclude=np.array([3, 1])).to_dict()["exclude"] == [1, 3]
+    assert TrainConfig(exclude=()).key() == TrainConfig().key()
+    for bad in ([-1], [1.5], [True], "12", 7):
+        with pytest.raises(ValueError, match="exclude"):
+            TrainConfig(exclude=bad)
+
+
+def _numbered_train_split(monkeypatch, n=200):
+    """Make the training split `n` images whose two first pixels spell their index."""
+    from digitrec import training
+    images, labels = load_dataset("mnist", "train")
+    images = np.array(images[:n])
+    images[:, 0, 0], images[:, 0, 1] = np.arange(n) // 256, np.arange(n) % 256
+    real_load = training.load_dataset
+    monkeypatch.setattr(training, "load_dataset",
+                        lambda name, split: (images, labels[:n]) if split == "train"
+                        else real_load(name, split))
+    return training
+
+
+def test_excluded_images_are_not_trained_on(monkeypatch):
+    training = _numbered_train_split(monkeypatch)
+    drop = (0, 5, 17, 150, 199)
+
+    def trained_on(config):
+        x = training._split_data(config)[0]
+        return set((np.rint(x[:, 0, 0, 0] * 255).astype(int) * 256
+                    + np.rint(x[:, 0, 1, 0] * 255).astype(int)).tolist())
+
+    assert trained_on(TrainConfig(family="softmax")) == set(range(200))
+    assert trained_on(TrainConfig(family="softmax", exclude=drop)) == set(range(200)) - set(drop)
+    # train_limit and the validation images are drawn from what remains after the exclusion
+    limited = trained_on(TrainConfig(family="softmax", exclude=drop, train_limit=100,
+                                     validation_split=0.2))
+    assert len(limited) == 80 and not limited & set(drop)
+    with pytest.raises(ValueError, match=r"exclude holds index 200.*has 200 images"):
+        training._split_data(TrainConfig(family="softmax", exclude=(3, 200)))
+
+    samples = []
+
+    class Listener:
+        def on_train_begin(self, info):
+            samples.append(info["samples"])
+
+    config = TrainConfig.for_family("softmax", epochs=1, exclude=drop)
+    training.train(config, listener=Listener())
+    assert samples == [195]
