@@ -1,7 +1,7 @@
 """Cross-validated probabilities of the training split: the input for finding suspect labels there.
 
     config = CrossValConfig("mnist")        # 4 folds of the `fast` family, 1 epoch each
-    job = submit_cross_validation(config)   # a worker (python -m digitrec.trust.label_jobs)
+    job = submit_cross_validation(config)   # a background worker (digitrec.worker runs work())
     job.progress()                          # {"status": "running", "fold": 2, "fraction": 0.4}
     result = job.result()                   # CrossValResult(probs [N, C], indices, labels, meta)
     result = cross_validate(config)         # the same in this process (tests, benchmarks)
@@ -22,25 +22,19 @@ covers its family, hyperparameters and recipe). Files, each written atomically:
     meta.json     timings and per-fold accuracy; written LAST: the result is complete iff it
                   is there
 
-Locks follow `digitrec.jobs` (``fcntl.flock``, dropped by the OS when a process dies):
-``.worker.lock`` is held by the one process computing the result for its whole life (taken by the
-submitter before spawning and handed to the worker), ``.submit.lock`` only around
-check-and-spawn, so two requests never compute the same result twice. Workers are fresh
-interpreters (subprocess), never forks: forking after TensorFlow is imported can hang.
-Self-contained for now; meant to move onto the shared background-worker module.
+The locks, job.json, the cancel flag and the worker process are `digitrec.worker`'s, shared with
+training runs and searches: ``.worker.lock`` is held by the one process computing the result for
+its whole life, ``.submit.lock`` only around check-and-spawn, so two requests never compute the
+same result twice; the worker is a fresh interpreter (``python -m digitrec.worker
+digitrec.trust.label_jobs --folder F``, which calls `work`), never a fork. This module adds what
+is particular to cross-validation: the folds, the result files and `LabelJob`.
 """
 from __future__ import annotations
 
-import argparse
-import fcntl
 import hashlib
 import io
 import json
 import os
-import socket
-import subprocess
-import sys
-import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, fields
@@ -48,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from digitrec import worker
 from digitrec.datasets import DATASETS, load_dataset
 from digitrec.files import atomic_write_bytes, read_json, write_json
 from digitrec.runs import RunError, RunStore
@@ -57,7 +52,7 @@ CV_VERSION = 1              # bump when the fold training below changes what a k
 SUSPECTS_DIR = "suspects"   # under the run store's root
 FILES = ("cv.json", "probs.npy", "indices.npy", "meta.json")
 WRITE_INTERVAL = 0.5        # seconds between job.json writes within a fold
-LOCK_PATIENCE = 2.0         # seconds to wait out readers' momentary shared locks
+MODULE = "digitrec.trust.label_jobs"  # what the background worker runs: work(folder) below
 
 
 class LabelError(RunError):
@@ -192,11 +187,13 @@ def cross_validate(config: CrossValConfig, progress=None, should_stop=None) -> C
     Raises CrossValidationCancelled when asked to stop.
     """
     import keras
+
     from digitrec import models
+    from digitrec.preprocess import scale  # PIL and SciPy: loaded when computing, not on import
 
     images, _ = load_dataset(config.dataset, "train")
     indices, labels, held_out = fold_plan(config)
-    x = images[indices].astype("float32")[..., None] / 255.0  # the scale every family expects
+    x = scale(images[indices])  # float32 [N, 28, 28, 1] in [0, 1], what every family expects
     n_classes = len(DATASETS[config.dataset].class_names)
     probs = np.zeros((len(indices), n_classes), dtype=np.float32)
     total_steps = sum(int(np.ceil((len(indices) - len(h)) / config.batch_size)) * config.epochs
@@ -274,67 +271,16 @@ def save_result(result: CrossValResult, store: RunStore | None = None) -> Path:
     return folder
 
 
-# --- locks and progress -------------------------------------------------------------------------
-
-def _take_worker_lock(folder: Path) -> int | None:
-    """The folder's worker lock as a descriptor, or None while a worker holds it."""
-    fd = os.open(folder / ".worker.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + LOCK_PATIENCE
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            pass
-        try:  # a shared lock succeeds when only readers (probing liveness) are in the way
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        if time.monotonic() > deadline:
-            os.close(fd)
-            return None
-        time.sleep(0.005)
-
-
-def _worker_alive(folder: Path) -> bool:
-    try:
-        fd = os.open(folder / ".worker.lock", os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
-def _read_state(folder: Path) -> dict:
-    try:
-        data = json.loads((folder / "job.json").read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_state(folder: Path, state: dict) -> None:
-    state["updated"] = time.time()
-    try:
-        atomic_write_bytes(folder / "job.json", json.dumps(state, indent=1).encode("utf-8"))
-    except OSError:
-        pass  # progress is best effort
-
+# --- the background job ------------------------------------------------------------------------
 
 class LabelJob:
     """A handle on one cross-validation, whichever process computes it; every call reads the
     folder, so a handle made after a page reload sees the same job.
 
     Attributes:
-        config, key, store; origin: "cached" (already complete), "started" (this call started
-        the worker) or "attached" (another request's worker was already computing it).
+        config, key, store, folder; origin: "cached" (already complete), "started" (this call
+        started the worker) or "attached" (another request's worker was already computing it);
+        process: the worker's subprocess.Popen when origin is "started", else None.
     """
 
     def __init__(self, config: CrossValConfig, store: RunStore, origin: str = "attached",
@@ -351,9 +297,9 @@ class LabelJob:
         "absent" (never submitted, or its result was damaged)."""
         if (self.folder / "meta.json").exists() and load_result(self.config, self.store):
             return "complete"
-        if _worker_alive(self.folder):
+        if worker.worker_alive(self.folder):
             return "running"
-        written = _read_state(self.folder).get("status")
+        written = worker.read_job_file(self.folder).get("status")
         if written in ("failed", "cancelled"):
             return written
         return "interrupted" if written in ("queued", "running") else "absent"
@@ -361,7 +307,7 @@ class LabelJob:
     def progress(self) -> dict:
         """job.json with the status as it stands now. Keys: key, status, phase, fold, folds,
         fraction (0..1), eta (seconds or None), elapsed, fold_accuracy, error, pid."""
-        state = _read_state(self.folder)
+        state = worker.read_job_file(self.folder)
         status = self.status()
         state.update(key=self.key, status=status)
         if status == "complete":
@@ -376,17 +322,16 @@ class LabelJob:
         """Ask the worker to stop (within a batch); True if it was running."""
         if self.status() != "running":
             return False
-        atomic_write_bytes(self.folder / ".cancel", b"cancel\n")
+        try:
+            worker.request_cancel(self.folder)
+        except OSError as e:
+            raise LabelError(f"cannot cancel cross-validation {self.key}: "
+                             f"{e.strerror or e}") from None
         return True
 
     def wait(self, timeout: float | None = None, poll: float = 0.25) -> str:
         """Block until the job is no longer running (or `timeout` seconds); return the status."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            status = self.status()
-            if status != "running" or (deadline is not None and time.monotonic() >= deadline):
-                return status
-            time.sleep(poll)
+        return worker.wait(self.status, timeout, poll)
 
     def result(self) -> CrossValResult:
         """The complete result (LabelError while it is not complete)."""
@@ -403,104 +348,65 @@ def submit_cross_validation(config: CrossValConfig, store: RunStore | None = Non
     """Compute `config` in a background worker, or attach to what exists; returns at once.
 
     A complete result gives a job with origin "cached"; a running one is attached to; anything
-    else (never run, interrupted, failed, cancelled, damaged) starts a fresh worker.
+    else (never run, interrupted, failed, cancelled, damaged) starts a fresh worker
+    (``python -m digitrec.worker digitrec.trust.label_jobs``, which runs `work`).
     """
     store = store or RunStore()
-    job = LabelJob(config, store, "cached")
-    if job.status() == "complete":
-        return job
-    folder = job.folder
+    folder = folder_for(config, store)
+
+    def is_done() -> bool:
+        return load_result(config, store) is not None
+
+    if is_done():
+        return LabelJob(config, store, "cached")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise LabelError(f"cannot create {folder}: {e.strerror or e}; set DIGITREC_HOME to a "
                          "writable folder") from None
-    fd = os.open(folder / ".submit.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if job.status() == "complete":
-            return job
-        lock = _take_worker_lock(folder)
-        if lock is None:
-            return LabelJob(config, store, "attached")
-        try:
-            (folder / ".cancel").unlink(missing_ok=True)
-            (folder / "meta.json").unlink(missing_ok=True)
-            write_json(folder / "cv.json", config.to_dict())
-            _write_state(folder, dict(key=job.key, status="queued", phase="queued",
-                                      started=time.time(), fold=0, folds=config.folds,
-                                      fraction=0.0, eta=None, error=None))
-            process = _spawn(store.root, job.key, lock, folder)
-        finally:
-            os.close(lock)  # the worker holds its own copy of the locked descriptor
-    finally:
-        os.close(fd)
-    threading.Thread(target=process.wait, name=f"digitrec-cv-{job.key}", daemon=True).start()
-    return LabelJob(config, store, "started", process)
+
+    def prepare() -> None:  # under the submit lock, with the worker lock held
+        worker.clear_cancel(folder)
+        (folder / "meta.json").unlink(missing_ok=True)
+        write_json(folder / "cv.json", config.to_dict())
+        worker.write_job_file(folder, dict(key=config.key(), status="queued", phase="queued",
+                                           started=time.time(), fold=0, folds=config.folds,
+                                           fraction=0.0, eta=None, fold_accuracy=[],
+                                           error=None))
+
+    origin, process = worker.start(folder, MODULE, is_done, prepare)
+    return LabelJob(config, store, origin, process)
 
 
-def _spawn(root: Path, key: str, lock_fd: int, folder: Path) -> subprocess.Popen:
-    env = dict(os.environ)
-    package_parent = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with open(folder / "worker.log", "wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "digitrec.trust.label_jobs", "--root", str(root),
-             "--key", key, "--lock-fd", str(lock_fd)],
-            pass_fds=(lock_fd,), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=env, start_new_session=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Worker entry point: compute one prepared folder. Started by `submit_cross_validation`."""
-    parser = argparse.ArgumentParser(prog="python -m digitrec.trust.label_jobs",
-                                     description="digitrec cross-validation worker")
-    parser.add_argument("--root", required=True, help="run store folder")
-    parser.add_argument("--key", required=True, help="folder name under suspects/ (holds cv.json)")
-    parser.add_argument("--lock-fd", type=int, default=None, help="the already-held worker lock")
-    args = parser.parse_args(argv)
-    store = RunStore(args.root)
-    folder = store.root / SUSPECTS_DIR / args.key
-    lock = args.lock_fd if args.lock_fd is not None else _take_worker_lock(folder)
-    if lock is None:
-        print(f"cross-validation {args.key} is already being computed", file=sys.stderr)
-        return 2
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours already; this only checks it
-    state = dict(_read_state(folder), status="running", phase="starting", pid=os.getpid(),
-                 host=socket.gethostname())
-    _write_state(folder, state)
-    started = state.get("started") or time.time()
+def work(folder: Path) -> int:
+    """Compute the prepared folder `folder` (a worker's job; see digitrec.worker). Returns the
+    worker's exit status: 0 complete, 1 failed, 3 cancelled."""
+    folder = Path(folder)
+    store = RunStore(folder.parent.parent)  # <store>/suspects/<key>
+    queued = worker.read_job_file(folder)
+    progress = worker.JobProgress(folder, dict(
+        key=folder.name, phase="starting", fold=0, folds=queued.get("folds"), fraction=0.0,
+        fold_accuracy=[], started=queued.get("started") or time.time()), min_interval=0.0)
 
     def report(update: dict) -> None:
-        state.update(update, phase="training", elapsed=round(time.time() - started, 1))
-        _write_state(folder, state)
+        progress.state.update(update, phase="training")
+        progress.write()
 
     try:
         config = CrossValConfig.from_dict(read_json(folder / "cv.json"))
-        if config.key() != args.key:
+        if config.key() != folder.name:
             raise LabelError(f"cv.json in {folder} describes another configuration")
-        result = cross_validate(config, report, lambda: (folder / ".cancel").exists())
-        state["phase"] = "saving"
-        _write_state(folder, state)
+        result = cross_validate(config, report, progress.should_stop)
+        progress.set_phase("saving")
         save_result(result, store)
     except CrossValidationCancelled:
-        state.update(status="cancelled", phase="done", eta=None)
-        _write_state(folder, state)
-        return 3
+        progress.finish("cancelled")
+        return worker.EXIT_CANCELLED
     except BaseException as e:
         traceback.print_exc()  # into worker.log; job.json holds the one-line error
-        user_error = isinstance(e, ValueError)
-        state.update(status="failed", phase="done", eta=None,
-                     error=str(e) if user_error else f"{type(e).__name__}: {e}")
-        _write_state(folder, state)
-        return 1
-    state.update(status="complete", phase="done", fraction=1.0, eta=None)
-    _write_state(folder, state)
-    return 0
-
-
-if __name__ == "__main__":
-    # Run the importable module's code (not this __main__ copy), so classes are shared.
-    from digitrec.trust.label_jobs import main as _main
-    sys.exit(_main())
+        user_error = isinstance(e, ValueError)  # LabelError: written for people
+        progress.finish("failed", str(e) if user_error else f"{type(e).__name__}: {e}")
+        return worker.EXIT_FAILED
+    progress.state["fraction"] = 1.0
+    progress.finish("complete")
+    return worker.EXIT_OK
