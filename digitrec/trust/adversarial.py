@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from digitrec.preprocess import scale
 from digitrec.trust.tap import as_batch, head
 
 METHODS = ("fgsm", "pgd")
@@ -263,7 +264,7 @@ def compare_robustness(run_a, run_b, n: int = 100, method: str = "fgsm", seed: i
         run_b.test_probabilities().argmax(1) == labels)
     pool = np.flatnonzero(both)
     rows = np.sort(np.random.default_rng(seed).choice(pool, min(n, len(pool)), replace=False))
-    x = images[rows].astype(np.float32) / 255
+    x = scale(images[rows])  # float32 [N,28,28,1] in [0,1]
     eps_a = Attacker(run_a.model()).robustness(x, method=method, steps=steps)
     eps_b = Attacker(run_b.model()).robustness(x, method=method, steps=steps)
     med_a, med_b = float(np.median(eps_a)), float(np.median(eps_b))
