@@ -42,7 +42,7 @@ def _reading(model, image):
 @pytest.mark.parametrize("method", ["fgsm", "pgd"])
 def test_smallest_epsilon_flips_and_one_less_does_not(attacker, model, digits, method):
     images, labels = digits
-    for image, label in zip(images[:2], labels[:2]):
+    for image, label in zip(images[:2], labels[:2], strict=True):
         adv = attacker.smallest_epsilon(image, method=method)
         assert adv.success and adv.original_digit == label
         assert 0 < adv.epsilon < 255

@@ -38,7 +38,7 @@ class TinyMLP:
         self.weight_decay = weight_decay
         self.seed = seed
 
-    def fit(self, X, y, sample_weight=None) -> "TinyMLP":
+    def fit(self, X, y, sample_weight=None) -> TinyMLP:
         """Train on rows ``X`` [N,D] with labels ``y`` in {0,1}; the two classes are weighted
         to count equally (times ``sample_weight`` when given). Returns self."""
         # One BLAS thread: these matrices are small, and on a shared 2-core CPU threads
@@ -46,7 +46,7 @@ class TinyMLP:
         with threadpool_limits(limits=1):
             return self._fit(X, y, sample_weight)
 
-    def _fit(self, X, y, sample_weight) -> "TinyMLP":
+    def _fit(self, X, y, sample_weight) -> TinyMLP:
         X = np.asarray(X, np.float64)
         y = np.asarray(y, np.float64).reshape(-1)
         rng = np.random.default_rng(self.seed)
@@ -69,7 +69,7 @@ class TinyMLP:
                 idx = order[start:start + self.batch_size]
                 grads = self._gradients(params, Z[idx], y[idx], w[idx])
                 step += 1
-                for i, (p, g) in enumerate(zip(params, grads)):
+                for i, (p, g) in enumerate(zip(params, grads, strict=True)):
                     if i in (0, 2):
                         g = g + self.weight_decay * p
                     m[i] = b1 * m[i] + (1 - b1) * g
@@ -99,7 +99,7 @@ class TinyMLP:
                 for k in ("mean", "scale", "W1", "b1", "W2", "b2")}
 
     @classmethod
-    def from_arrays(cls, arrays, prefix: str = "mlp_") -> "TinyMLP":
+    def from_arrays(cls, arrays, prefix: str = "mlp_") -> TinyMLP:
         clf = cls(hidden=int(np.asarray(arrays[f"{prefix}W1"]).shape[1]))
         for k in ("mean", "scale", "W1", "b1", "W2", "b2"):
             setattr(clf, k + "_", np.asarray(arrays[f"{prefix}{k}"], np.float64))

@@ -198,7 +198,7 @@ def _blob(rng):
     angles = np.sort(rng.uniform(0, 2 * np.pi, n))
     radii = rng.uniform(35, 70, n)
     draw.polygon([(SHEET / 2 + r * np.cos(a), SHEET / 2 + r * np.sin(a))
-                  for a, r in zip(angles, radii)], fill=0)
+                  for a, r in zip(angles, radii, strict=True)], fill=0)
     return im
 
 

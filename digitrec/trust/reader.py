@@ -75,10 +75,10 @@ class TrustReader:
         settings: ``OodSettings`` of the detector (default: the standard ones).
     """
 
-    def __init__(self, run, model=None, settings: OodSettings = OodSettings()):
+    def __init__(self, run, model=None, settings: OodSettings | None = None):
         self.run = run
         self.tap = ModelTap(model if model is not None else run.model())
-        self.detector = calibrate_ood(run, settings, tap=self.tap)
+        self.detector = calibrate_ood(run, settings or OodSettings(), tap=self.tap)
         self.temperature = run_temperature(run)
 
     def read_batch(self, images) -> list[Reading]:
@@ -88,7 +88,7 @@ class TrustReader:
         flags, scores = self.detector.score(feats, logits, probs, x.reshape(len(probs), 28, 28))
         calibrated = apply_temperature(probs, self.temperature)
         return [Reading(int(p.argmax()), p, c, self.temperature, bool(f), float(s))
-                for p, c, f, s in zip(probs, calibrated, flags, scores)]
+                for p, c, f, s in zip(probs, calibrated, flags, scores, strict=True)]
 
     def read(self, image) -> Reading:
         """Read one image: a ``Preprocessed`` (from ``to_mnist``) or a float [28,28] in [0,1].

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitrec.files import atomic_write_bytes, read_json, write_json
+from digitrec.files import atomic_write_bytes, read_json
 
 _HASHES: dict[tuple, str] = {}
 _HASH_LOCK = threading.Lock()
@@ -120,11 +120,6 @@ def read_sidecar(run, name: str):
         if all(str(data.get(k, "")) == v for k, v in stamp.items()):
             return data
     return None
-
-
-def write_json_file(path: Path, data) -> None:
-    """Atomic JSON (for files that are not tied to one run, e.g. caches)."""
-    write_json(Path(path), data)
 
 
 def _jsonable(value):

@@ -118,7 +118,7 @@ class ModelTap:
                     np.zeros((0, d), np.float32))
         chunks = [[t.numpy() for t in self._concrete(tf.constant(batch[i:i + self.batch_size]))]
                   for i in range(0, len(batch), self.batch_size)]
-        probs, logits, feats = (np.concatenate(parts) for parts in zip(*chunks))
+        probs, logits, feats = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
         return probs, logits, feats
 
 
