@@ -196,11 +196,18 @@ def build_tuned(input_shape=(28, 28, 1), num_classes=10, n_blocks=2, n_layers=1,
 
 # --- designed families ------------------------------------------------------------------------
 
+# Batch-norm momentum of the designed families. Keras' 0.99 keeps ~45% of the moving statistics'
+# initial 0/1 after 79 steps (a 1-epoch lesson on 10k images), so inference then scored 0.95 where
+# the batch statistics scored 0.97; 0.9 forgets the start within ~40 steps and costs nothing on
+# long runs. The notebook's own families keep Keras' default, as the notebook did.
+BN_MOMENTUM = 0.9
+
+
 def _conv_bn(filters: int, name: str, kernel=3, strides=1) -> list:
     # Conv without bias (BN's shift replaces it), then BN, then relu: the usual fast ordering.
     return [layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
                           name=f"{name}_conv"),
-            layers.BatchNormalization(name=f"{name}_bn"),
+            layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn"),
             layers.ReLU(name=f"{name}_relu")]
 
 

@@ -1,7 +1,7 @@
 """Moving runs between machines: export a run as a zip, import one safely.
 
-    path = export_run(store, "7daecfd3b4b1c932")          # ./digitrec-run-7daecfd3b4b1c932.zip
-    run = import_run(store, "digitrec-run-7daecfd3b4b1c932.zip")   # or the zip's bytes
+    path = export_run(store, "2feac434a46f803b")          # ./digitrec-run-2feac434a46f803b.zip
+    run = import_run(store, "digitrec-run-2feac434a46f803b.zip")   # or the zip's bytes
 
 This is how a run trained on a GPU machine (``python -m digitrec train`` there, ``export``)
 reaches a laptop (``python -m digitrec import``, or the Models page's uploader).

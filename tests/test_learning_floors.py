@@ -8,8 +8,8 @@ accuracies of the runs it trained, not figures from anywhere else.
 Each floor was checked able to fail: with a learning rate of 1e-6 in place of the recipe's, all
 three fail (0.17, 0.07, 0.05); with 10, the fast and reproduce ones fail (a softmax regression's
 argmax survives it). Seed 0 on a CPU, where a run is bitwise reproducible, reaches 0.9131 for the
-softmax floor and 0.72-0.88 for the tiny reproduce table; the `fast` floor is held back by a
-library issue (see its xfail reason), and passes at 0.9725 once that is fixed.
+softmax floor and 0.72-0.88 for the tiny reproduce table. The `fast` floor failed (0.9507) while
+the family's batch norm used Keras' momentum 0.99 (see models.BN_MOMENTUM).
 """
 import json
 
@@ -31,11 +31,6 @@ TINY_REPRODUCE = ["--families", ",".join(TINY_FAMILIES), "--epochs", "1", "--lim
 TINY_FLOOR = 0.6
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library: after only 79 steps the batch-norm moving statistics (Keras' momentum 0.99) still "
-    "hold ~45% of their initial 0/1, so inference scores 0.9507 (seed 0) while the same weights "
-    "with the batch's statistics score 0.9724; BN momentum 0.9 in the fast family gives 0.9725. "
-    "strict: once fixed, this XPASSes and fails until the marker is removed"))
 def test_fast_family_passes_97_percent_on_10000_images_in_one_epoch():
     metrics = train(FAST).metrics
     assert metrics["epochs_run"] == 1
