@@ -221,6 +221,9 @@ class ProtocolSession:
                                 origin=self.url, subprotocols=["streamlit", self.xsrf],
                                 additional_headers={"Cookie": self._cookie_header()},
                                 max_size=None, proxy=None, compression=None,
+                                # A browser sends no pings of its own (it answers the
+                                # server's): a server busy for 20 s is slow, not gone.
+                                ping_interval=None,
                                 open_timeout=OPEN_TIMEOUT_MS / 1000)
         self._keep_cookies(self.ws.response.headers.get_all("Set-Cookie"))
         self.reader = asyncio.create_task(self._read())
@@ -258,6 +261,18 @@ class ProtocolSession:
         return WidgetState(id=widget_id, **value)
 
     async def _read(self) -> None:
+        try:
+            await self._read_messages()
+            why = "the server closed the connection"
+        except Exception as e:  # noqa: BLE001 - whatever ended it, the session is over
+            why = f"connection lost: {type(e).__name__}: {str(e)[:80]}"
+        # Whoever waits hears it now rather than at its timeout.
+        self.events.put_nowait(("error", why))
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError(why))
+
+    async def _read_messages(self) -> None:
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
         async for data in self.ws:
             msg = ForwardMsg()
@@ -324,7 +339,9 @@ class ProtocolSession:
             headers["Content-Type"] = content_type
         url = path if path.startswith("http") else self.url + path
         request = urllib.request.Request(url, data=body or None, method=method, headers=headers)
-        with urllib.request.urlopen(request, timeout=timeout or self.timeout) as resp:
+        # Straight to the server, as the websocket (proxy=None): no http_proxy from the environment.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=timeout or self.timeout) as resp:
             resp.read()
             self._keep_cookies(resp.headers.get_all("Set-Cookie"))
             return resp.status
@@ -379,14 +396,17 @@ class ProtocolSession:
             await asyncio.to_thread(self._http, "GET", url)
 
     async def close(self) -> None:
-        await self.ws.close()
         self.reader.cancel()
+        await self.ws.close()
 
 
 async def protocol_session(n: int, client: ProtocolSession, pngs, deadline: float,
                            think: float, stats: Stats) -> None:
     k = n
     while time.monotonic() < deadline:
+        if client.reader.done():  # its websocket is gone: one error for the session, not one a try
+            stats.error("session lost: its websocket closed")
+            return
         if k > n and think:
             await asyncio.sleep(think)
         png, want = pngs[k % len(pngs)]
@@ -395,18 +415,21 @@ async def protocol_session(n: int, client: ProtocolSession, pngs, deadline: floa
         try:
             outcome = await client.read_digit(png, want)
         except Exception as e:  # noqa: BLE001 - a timeout or a broken connection is an error
-            stats.error(f"{type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}")
-            await asyncio.sleep(0.5)
+            if not client.reader.done():
+                stats.error(f"{type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}")
+                await asyncio.sleep(0.5)
             continue
         if outcome != "ok":
-            stats.error(outcome)
+            if not client.reader.done():
+                stats.error(outcome)
             continue
         stats.times.append(time.perf_counter() - start)
         stats.answered_by[client.backend] = stats.answered_by.get(client.backend, 0) + 1
         try:
             await client.fetch_media()  # the rest of the page, as the browser would load it
         except Exception as e:  # noqa: BLE001
-            stats.error(f"page did not finish: {type(e).__name__}")
+            if not client.reader.done():
+                stats.error(f"page did not finish: {type(e).__name__}")
 
 
 async def run_protocol(args, url: str, pngs, servers: Servers, proxy: Servers) -> dict:

@@ -57,6 +57,8 @@ MAX_BACKOFF = 30.0   # seconds, longest wait before restarting a child that keep
 QUICK_DEATH = 10.0   # seconds: a child dying sooner after its start doubles the wait
 GIVE_UP = 3          # deaths of a worker that never answered before the supervisor gives up
 NGINX_CANDIDATES = ("nginx", "/usr/sbin/nginx")
+# Health checks go straight to the workers, never through an http_proxy from the environment.
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def find_nginx() -> str | None:
@@ -126,7 +128,7 @@ class Child:
             except OSError:
                 return False
         try:
-            with urllib.request.urlopen(self.health_url, timeout=2) as resp:
+            with _LOCAL.open(self.health_url, timeout=2) as resp:
                 return resp.status == 200 and resp.read().strip() == b"ok"
         except OSError:
             return False
