@@ -133,3 +133,12 @@ def test_shipped_runs_keep_their_sidecars_in_the_cache(tmp_path, monkeypatch):
     assert path == tmp_path / "cache" / "trust" / run.run_id / "trust_x.json"
     assert sorted(p.name for p in run.path.iterdir()) == ["model.keras", "test_probs.npy"]
     assert store.read_sidecar(run, "trust_x.json")["value"] == 2
+
+
+def test_only_digit_runs_get_a_detector():
+    from digitrec.trust.ood import calibrate_ood
+
+    fashion = SimpleNamespace(run_id="0123456789abcdef",
+                              config=SimpleNamespace(dataset="fashion-mnist"))
+    with pytest.raises(ValueError, match="MNIST"):
+        calibrate_ood(fashion)

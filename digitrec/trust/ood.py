@@ -312,7 +312,14 @@ def calibrate_ood(run, settings: OodSettings = OodSettings(), force: bool = Fals
     Returns:
         The ``OodDetector``; ``.info_`` holds the settings, the threshold, the flag rate on
         held-out digits and the fitting time.
+
+    Raises:
+        ValueError: for a run of another dataset than MNIST.
     """
+    dataset = getattr(getattr(run, "config", None), "dataset", "mnist")
+    if dataset != "mnist":
+        raise ValueError(f"run {run.run_id} reads {dataset}; the not-a-digit check is made for "
+                         "digit (MNIST) runs only: use an MNIST run for it")
     if not force:
         stored = read_sidecar(run, OOD_FILE)
         if stored is not None and str(stored.get("settings_key")) == settings.key():
