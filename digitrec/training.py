@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from digitrec import models
+from digitrec import augment, models
 from digitrec.datasets import DATASETS, load_dataset
 from digitrec.fingerprint import architecture_fingerprint, model_fingerprint
 from digitrec.fused_bn import fused_batch_norm
@@ -389,16 +389,6 @@ def _make_optimizer(config: TrainConfig):
     return keras.optimizers.RMSprop(lr)
 
 
-def _augmenter(seed: int):
-    """Small random shifts (2-3 px), rotations (+-10 deg) and zooms (+-10%), training only."""
-    import keras
-    layers = keras.layers
-    return [layers.RandomRotation(10 / 360, fill_mode="constant", seed=seed, name="aug_rotate"),
-            layers.RandomZoom(0.1, fill_mode="constant", seed=seed + 1, name="aug_zoom"),
-            layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed + 2,
-                                     name="aug_shift")]
-
-
 def _progress_callback(config: TrainConfig, listener, total_steps: int, info: dict):
     """A keras Callback that steps the learning rate and forwards progress to `listener`."""
     import keras
@@ -496,7 +486,7 @@ def train(config: TrainConfig, listener: TrainListener | None = None) -> TrainRe
             fit_model = model
             if config.augment:  # a wrapper trains the same weights; the saved model has no augmenter
                 fit_model = keras.Sequential([keras.Input(shape=x_train.shape[1:]),
-                                              *_augmenter(config.seed), model], name="augmented")
+                                              *augment.augmenter(config.seed), model], name="augmented")
             fit_model.compile(optimizer=_make_optimizer(config),
                               loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                               jit_compile="auto" if gpus else False)
