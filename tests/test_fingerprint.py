@@ -146,3 +146,20 @@ def test_the_models_page_labels_an_older_run(run_home):
     assert row["built by"] == OUTDATED_LABEL
     statuses = [d.value for d in at.dataframe if "status" in d.value.columns]
     assert any(OUTDATED_LABEL in s for t in statuses for s in t["status"])
+
+
+def test_sidecars_shipped_with_a_run_belong_to_its_model(tmp_path, monkeypatch):
+    """The starter ships its not-a-digit detector and temperature (made by digitrec.trust when
+    it was built) so a fresh clone's first reading needs no minute-long fit. A retrained run
+    must ship fresh ones: a stale sidecar would be ignored and fitted again on first use."""
+    from digitrec.trust import store as trust_store
+    monkeypatch.setenv("DIGITREC_CACHE_DIR", str(tmp_path / "empty-cache"))
+    shipped = [i for i in RunStore(tmp_path).list_runs() if i.shipped]
+    checked = 0
+    for info in shipped:
+        run = RunStore(tmp_path).load(info.run_id)
+        for name in ("trust_ood.npz", "trust_temperature.json"):
+            if (run.path / name).exists():
+                assert trust_store.read_sidecar(run, name) is not None, (info.run_id, name)
+                checked += 1
+    assert checked >= 2  # at least the starter's two

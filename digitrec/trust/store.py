@@ -105,7 +105,10 @@ def read_sidecar(run, name: str):
     """The sidecar ``name`` of ``run`` (a dict, or a dict of arrays for ``.npz``), or None when
     it is missing, unreadable, or was made for another model."""
     stamp = fingerprint(run)
-    for folder in dict.fromkeys([sidecar_dir(run), cache_root() / "trust" / run.run_id]):
+    # The run folder last: a shipped run may carry sidecars made when it was built (read-only),
+    # so a fresh clone does not pay a detector's fit on its first reading.
+    places = [sidecar_dir(run), cache_root() / "trust" / run.run_id, Path(run.path)]
+    for folder in dict.fromkeys(places):
         path = folder / name
         if not path.is_file():
             continue
