@@ -3,8 +3,11 @@
 Pick a run; click a cell of the confusion matrix to see those digits in the gallery; click a
 digit to see which pixels drove the answer (saliency, Grad-CAM, occlusion); compare two runs
 digit by digit with McNemar's test; project the test digits to 2-D, as pixels and as the model
-sees them. Numbers come from `digitrec` through `dashboard/helpers/errors.py` (cached, with
-the figures); this file lays them out. Runs alone too: `streamlit run dashboard/views/errors.py`.
+sees them; rank the dataset's suspect labels (views/errors_suspects.py); see how well the
+run's confidence is calibrated and how hard it is to fool (views/errors_calibration.py).
+Numbers come from `digitrec` through `dashboard/helpers/errors.py` (cached, with the figures;
+errors_trust.py for the last two tabs); this file lays them out. Runs alone too:
+`streamlit run dashboard/views/errors.py`.
 """
 import functools
 import sys
@@ -32,10 +35,12 @@ from dashboard.helpers.errors import (  # noqa: E402
     index_from_selection,
     page_bounds,
 )
+from dashboard.views import errors_calibration, errors_suspects  # noqa: E402
 from digitrec import evaluation  # noqa: E402
 
-TABS = ("Errors", "Why did it say that?", "Per class", "Compare two runs", "Embedding")
-ERRORS, WHY, PER_CLASS, COMPARE, EMBEDDING = TABS
+TABS = ("Errors", "Why did it say that?", "Per class", "Compare two runs", "Embedding",
+        "Suspect labels", "Calibration")
+ERRORS, WHY, PER_CLASS, COMPARE, EMBEDDING, SUSPECTS, CALIBRATION = TABS
 PER_PAGE = (16, 32, 64)
 COMPARE_SHOWN = 24  # digits per fixed/broken gallery
 SKETCH_PAGE = Path(__file__).with_name("sketch.py")
@@ -376,6 +381,9 @@ def render() -> None:
         PER_CLASS: lambda: per_class_tab(labels, probs, names),
         COMPARE: lambda: compare_tab(ref, runs, dataset, images, labels, probs, names),
         EMBEDDING: lambda: embedding_tab(ref, dataset, images, labels, probs, names),
+        # Their bodies are modules of their own (views/errors_suspects.py, errors_calibration.py).
+        SUSPECTS: lambda: errors_suspects.render(dataset, runs, names),
+        CALIBRATION: lambda: errors_calibration.render(ref, runs),
     }
     for tab, label in zip(tabs, TABS, strict=True):
         if tab.open:
