@@ -101,6 +101,18 @@ def test_a_suspect_is_sent_to_the_sketch_page(run_home):
     assert at.session_state["sketch_example"] == ("mnist", top.index)
 
 
+def test_a_suspect_is_sent_to_the_inside_page(run_home):
+    from dashboard import components
+    if not (hasattr(components, "send_to_inside") and Path(PAGE).with_name("inside.py").is_file()):
+        pytest.skip("no Inside page here (components.send_to_inside)")
+    top = find_suspects("mnist", "test", RunStore(run_home)).top(2)[1]
+    at = page(err_tab=SUSPECTS)
+    at.button(key=f"err_sus_inside_{top.index}").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    sent = at.session_state[components.INSIDE_INPUT]
+    assert (sent["dataset"], sent["index"]) == ("mnist", top.index)
+
+
 def test_suspects_of_the_training_split_need_the_cross_validation(run_home):
     at = page(err_tab=SUSPECTS, err_sus_split="train")
     assert any("cross-validation" in i.value and "--split train" in i.value for i in at.info)

@@ -26,6 +26,7 @@ COLUMNS = 4                # cards per row
 CELL_PX = 96               # a card's digit, in pixels
 MARKS = "err_sus_marks"    # session state: {"<dataset>/<split>": {index: corrected label}}
 SKETCH_PAGE = Path(__file__).with_name("sketch.py")
+INSIDE_PAGE = Path(__file__).with_name("inside.py")
 
 
 def _to_sketch(dataset: str, index: int) -> None:
@@ -106,13 +107,28 @@ def _card(column, suspect, image, names, dataset: str, split: str, marks: dict) 
             marks[i] = int(fix)
         else:
             marks.pop(i, None)
-        if split == "test" and dataset == "mnist" and SKETCH_PAGE.is_file():
-            if st.button("Open on the sketch page", key=f"err_sus_sketch_{i}",
-                         icon=":material/draw:", on_click=_to_sketch, args=(dataset, i)):
-                try:
-                    st.switch_page("views/sketch.py")
-                except StreamlitAPIException:
-                    st.info("Open the Sketch page from the menu: this digit is waiting there.")
+        _open_buttons(i, image, dataset, split)
+
+
+def _open_buttons(i: int, image, dataset: str, split: str) -> None:
+    """One click to see the digit on the Sketch page (test digits of MNIST: what it reads) and
+    on the Inside page (any image; `components.send_to_inside`, where that page exists)."""
+    send_to_inside = getattr(components, "send_to_inside", None)
+    row = st.container(horizontal=True)
+    if split == "test" and dataset == "mnist" and SKETCH_PAGE.is_file():
+        if row.button("Sketch", key=f"err_sus_sketch_{i}", icon=":material/draw:",
+                      on_click=_to_sketch, args=(dataset, i), help="Open it on the Sketch page"):
+            try:
+                st.switch_page("views/sketch.py")
+            except StreamlitAPIException:
+                st.info("Open the Sketch page from the menu: this digit is waiting there.")
+    if send_to_inside is not None and INSIDE_PAGE.is_file():
+        if row.button("Inside", key=f"err_sus_inside_{i}", icon=":material/layers:",
+                      help="See what each layer of the model makes of it"):
+            if split == "test":
+                send_to_inside(dataset, index=i, origin="Errors")
+            else:  # the Inside page names test images by index; a training image goes whole
+                send_to_inside(dataset, image=image.astype("float32") / 255.0, origin="Errors")
 
 
 def _export(ranked, marks: dict, names, dataset: str, split: str) -> None:
