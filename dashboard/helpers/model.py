@@ -1,5 +1,6 @@
 """The Models page's pieces (dashboard/views/model.py lays them out): the training form and
-its URL, the model summary, the run tables and the leaderboard scatter, run downloads.
+its URL, the model summary, the run tables and the leaderboard scatter, run downloads and
+exports (views/model_export.py), the augmentation preview (views/model_augment.py).
 
 The page's settings travel as a *form*, a plain dict (see `default_form`): the widgets read and
 write it, it turns into a `TrainConfig` (`to_config`), and a config turns into URL query
@@ -12,13 +13,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
 from dashboard.helpers import shared
-from digitrec import models, summary
-from digitrec.runs import OUTDATED_LABEL
+from digitrec import augment, export, models, summary
+from digitrec.runs import OUTDATED_LABEL, RunStore
 from digitrec.training import LR_SCHEDULES, OPTIMIZERS, ConfigError, TrainConfig, describe_device
 
 DEFAULT_FAMILY = "softmax"  # the first lesson
@@ -267,3 +269,37 @@ def run_zip(run_id: str) -> bytes:
     files plus a README), built in memory by `digitrec.transfer.export_bytes`."""
     from digitrec.transfer import export_bytes
     return export_bytes(shared.run_store(), run_id)
+
+
+# Formats converted (and verified on the whole test split) by digitrec.export: seconds each.
+EXPORT_FORMATS = ("tflite", "onnx", "savedmodel")
+
+
+@st.cache_data(max_entries=6, show_spinner=False)
+def export_file(ref: shared.RunRef, fmt: str) -> export.Exported:
+    """The run converted to `fmt` in memory (`digitrec.export.export_bytes`), verified on the
+    whole test split. Cached per run contents and format, for every session: a conversion costs
+    1-30 s, so it runs once per click of a "Prepare" button, never on a rerun. Six entries
+    (a few MB each at most).
+
+    Raises:
+        digitrec.export.ExportError (a ValueError): the format cannot hold a layer, the
+            verification failed, a package is missing; the message says what to do.
+        digitrec.runs.RunError: the run is gone or damaged.
+    """
+    store = RunStore(ref.root)
+    return export.export_bytes(store.load(ref.run_id), fmt, store=store)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def augmented_views(dataset: str, index: int, n: int, seed: int) -> np.ndarray:
+    """`n` augmentations (float32 [n,28,28]) of test image `index` of `dataset`, drawn by
+    `digitrec.augment.augment_preview`: the layers training uses, in training mode."""
+    images, _ = shared.load_split(dataset, "test")
+    return augment.augment_preview(images[int(index)], n=n, seed=seed)
+
+
+def first_of_class(labels: np.ndarray, label: int) -> int:
+    """Index of the first test image whose label is `label` (0 when there is none)."""
+    hits = np.flatnonzero(np.asarray(labels) == label)
+    return int(hits[0]) if len(hits) else 0

@@ -13,6 +13,7 @@ import digitrec
 from dashboard import components
 from dashboard.helpers import model as model_helpers
 from dashboard.helpers import shared
+from dashboard.views import model_export
 from digitrec import models
 from digitrec.runs import RunError
 from digitrec.training import LR_SCHEDULES, OPTIMIZERS, ConfigError, TrainConfig
@@ -284,6 +285,7 @@ def runs_section(store, dataset: str, infos: list, current: str) -> None:
     st.caption("The zip holds model.keras (load it with `keras.saving.load_model(path, "
                "safe_mode=True)`), config.json, metrics.json, history.json and the test-set "
                "predictions; `python -m digitrec import` or the box below adds it to another store.")
+    model_export.export_section(picked)
 
 
 # --------------------------------------------------------------------------- import

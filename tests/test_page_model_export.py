@@ -1,0 +1,124 @@
+"""AppTest of the Models page's export buttons (dashboard/views/model_export.py): TFLite and
+ONNX of a tiny softmax run and TFLite of the shipped starter, converted once on click (never
+on a rerun), with the verification summary beside the download; a failed export shows its
+message while the rest of the page works."""
+import onnx
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard.helpers import model as model_helpers
+from digitrec import export
+from digitrec.runs import RunStore
+from digitrec.training import TrainConfig
+from tests.test_page_model import DASHBOARD, TIMEOUT
+
+VERIFIED = "same digit as the Keras model on 100.00% (needs 99.9%)"
+
+
+@pytest.fixture
+def exports(monkeypatch):
+    """Every export_bytes call the page makes: (run id, format, Exported or the error)."""
+    calls = []
+    real = export.export_bytes
+
+    def spy(run, fmt, **kwargs):
+        try:
+            done = real(run, fmt, **kwargs)
+        except export.ExportError as e:
+            calls.append((run.run_id, fmt, e))
+            raise
+        calls.append((run.run_id, fmt, done))
+        return done
+
+    monkeypatch.setattr(export, "export_bytes", spy)
+    model_helpers.export_file.clear()
+    yield calls
+    model_helpers.export_file.clear()
+
+
+def page_for(config: TrainConfig) -> AppTest:
+    """The Models page showing `config` (its run is then the one offered for download)."""
+    at = AppTest.from_file(str(DASHBOARD / "views" / "model.py"), default_timeout=TIMEOUT)
+    at.query_params.update(model_helpers.to_query(config))
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+def downloads(at: AppTest) -> list[str]:
+    return [d.label for d in at.download_button]
+
+
+STARTER = "2feac434a46f803b"  # the shipped `fast` run (README)
+
+
+def starter_config() -> TrainConfig:
+    return next(i for i in RunStore().list_runs("mnist") if i.run_id == STARTER).config
+
+
+def test_softmax_exports_tflite_and_onnx_once_each_with_their_check(run_home, exports):
+    config = TrainConfig.for_family("softmax", epochs=1, train_limit=300)
+    RunStore().train_now(config)
+    at = page_for(config)
+    assert not any(d.startswith("Download TFLite") for d in downloads(at))
+    assert exports == []  # nothing converts while the page draws
+
+    at.button(key="model_export_tflite").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    [(run_id, fmt, done)] = exports
+    assert (run_id, fmt) == (config.key(), "tflite")
+    assert done.data[4:8] == b"TFL3"  # a TFLite flatbuffer's identifier
+    assert any(d.startswith("Download TFLite") for d in downloads(at))
+    assert f"Verified: 10000 mnist test images: {VERIFIED}" in captions(at)
+
+    at.run()  # a rerun (any widget) converts nothing again: the download comes from the cache
+    at.toggle(key="model_quick").set_value(True).run()
+    at.toggle(key="model_quick").set_value(False).run()
+    assert len(exports) == 1
+    assert any(d.startswith("Download TFLite") for d in downloads(at))
+    assert at.button(key="model_export_onnx")  # the other formats are still to prepare
+
+    at.button(key="model_export_onnx").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert [c[1] for c in exports] == ["tflite", "onnx"]
+    graph = onnx.load_from_string(exports[-1][2].data).graph
+    assert graph.node and graph.input[0].name == "image"
+    assert any(d.startswith("Download ONNX") for d in downloads(at))
+    assert captions(at).count(VERIFIED) == 2
+
+
+def test_the_starter_exports_to_tflite(run_home, exports):
+    at = page_for(starter_config())
+    at.button(key="model_export_tflite").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    [(run_id, fmt, done)] = exports
+    assert (run_id, fmt) == (STARTER, "tflite")
+    assert done.verification.agreement >= export.MIN_AGREEMENT
+    assert f"Verified: 10000 mnist test images: {VERIFIED}" in captions(at)
+    assert f"Download TFLite ({done.size_bytes / 1e6:.2f} MB)" in downloads(at)
+
+
+def test_a_failed_export_shows_its_message_and_the_page_still_works(run_home, monkeypatch):
+    message = ("ONNX cannot hold layer 'conv1' (Conv2D), whose op Foo it has no equivalent for. "
+               "Export this run as zip or savedmodel instead, or train a model without that layer")
+
+    def refuse(run, fmt, **kwargs):
+        raise export.ExportError(message)
+
+    monkeypatch.setattr(export, "export_bytes", refuse)
+    model_helpers.export_file.clear()
+    at = page_for(starter_config())
+    at.button(key="model_export_onnx").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert [e.value for e in at.error] == [message]
+    assert not any(d.startswith("Download ONNX") for d in downloads(at))
+    # The rest of the page: the other formats, the zip, the leaderboard; a retry is offered.
+    assert at.button(key="model_export_tflite") and at.button(key="model_export_onnx")
+    assert any(d.startswith("Download .zip") for d in downloads(at))
+    assert "Leaderboard" in [s.value for s in at.subheader]
+    at.run()
+    assert [e.value for e in at.error] == [message]  # remembered, not converted again
