@@ -1,16 +1,18 @@
 """AppTest of the Models page's export buttons (dashboard/views/model_export.py): TFLite and
 ONNX of a tiny softmax run and TFLite of the shipped starter, converted once on click (never
 on a rerun), with the verification summary beside the download; a failed export shows its
-message while the rest of the page works."""
+message while the rest of the page works. And the augmentation preview
+(dashboard/views/model_augment.py): a grid of views, re-rolled, drawn by training's function."""
 import onnx
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.helpers import model as model_helpers
-from digitrec import export
+from dashboard.views import model_augment
+from digitrec import augment, export
 from digitrec.runs import RunStore
 from digitrec.training import TrainConfig
-from tests.test_page_model import DASHBOARD, TIMEOUT
+from tests.test_page_model import DASHBOARD, TIMEOUT, model_page
 
 VERIFIED = "same digit as the Keras model on 100.00% (needs 99.9%)"
 
@@ -122,3 +124,50 @@ def test_a_failed_export_shows_its_message_and_the_page_still_works(run_home, mo
     assert "Leaderboard" in [s.value for s in at.subheader]
     at.run()
     assert [e.value for e in at.error] == [message]  # remembered, not converted again
+
+
+# --------------------------------------------------------------------------- augmentation preview
+
+def test_the_augmentation_preview_shows_views_and_rerolls(run_home):
+    at = model_page()
+    assert not at.image  # nothing is drawn until the preview is opened
+    at.session_state["model_aug_open"] = True
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    original, grid = at.image
+    assert original.captions == ["test image #3, as stored"]  # the first "0" of the test split
+    assert len(grid.value) == model_augment.VIEWS == 16
+    assert len(set(grid.value)) == 16  # 16 different pictures
+    first = list(grid.value)
+
+    at.button(key="model_aug_reroll").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    rerolled = list(at.image[1].value)
+    assert len(rerolled) == 16 and not set(rerolled) & set(first)
+
+    at.radio(key="model_aug_by").set_value(model_augment.BY_INDEX).run()
+    at.number_input(key="model_aug_index").set_value(0).run()
+    assert at.image[0].captions == ["test image #0, as stored"]
+    assert not set(at.image[1].value) & set(rerolled)
+
+
+def test_the_preview_draws_with_the_function_training_uses(run_home, monkeypatch):
+    """The page's grid goes through digitrec.augment.augmenter, as training does (see
+    tests/test_augment.py for training's side): replacing it changes what the page shows."""
+    import keras
+
+    seeds = []
+
+    def identity(seed):  # an augmenter that changes nothing
+        seeds.append(seed)
+        return [keras.layers.Identity()]
+
+    monkeypatch.setattr(augment, "augmenter", identity)
+    model_helpers.augmented_views.clear()
+    at = model_page()
+    at.session_state["model_aug_open"] = True
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert seeds == [0]
+    assert len(set(at.image[1].value)) == 1  # 16 copies of the digit itself
+    model_helpers.augmented_views.clear()

@@ -13,7 +13,7 @@ import digitrec
 from dashboard import components
 from dashboard.helpers import model as model_helpers
 from dashboard.helpers import shared
-from dashboard.views import model_export
+from dashboard.views import model_augment, model_export
 from digitrec import models
 from digitrec.runs import RunError
 from digitrec.training import LR_SCHEDULES, OPTIMIZERS, ConfigError, TrainConfig
@@ -348,6 +348,7 @@ def render() -> None:
 
     st.subheader("3 · Train it")
     form = dict(family=family, hparams=hparams, **training_settings())
+    model_augment.augment_preview(dataset, form["augment"])
     st.session_state[FORM] = form
     try:
         config = model_helpers.to_config(form, dataset)
