@@ -3,6 +3,7 @@ ONNX of a tiny softmax run and TFLite of the shipped starter, converted once on 
 on a rerun), with the verification summary beside the download; a failed export shows its
 message while the rest of the page works. And the augmentation preview
 (dashboard/views/model_augment.py): a grid of views, re-rolled, drawn by training's function."""
+import numpy as np
 import onnx
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -12,7 +13,7 @@ from dashboard.views import model_augment
 from digitrec import augment, export
 from digitrec.runs import RunStore
 from digitrec.training import TrainConfig
-from tests.test_page_model import DASHBOARD, TIMEOUT, model_page
+from tests.test_page_model import DASHBOARD, TIMEOUT, frame, model_page
 
 VERIFIED = "same digit as the Keras model on 100.00% (needs 99.9%)"
 
@@ -171,3 +172,73 @@ def test_the_preview_draws_with_the_function_training_uses(run_home, monkeypatch
     assert seeds == [0]
     assert len(set(at.image[1].value)) == 1  # 16 copies of the digit itself
     model_helpers.augmented_views.clear()
+
+
+# --------------------------------------------------------------------------- without the suspects
+
+FLIPPED = list(range(5, 25))  # training images the fake cross-validation finds mislabelled
+
+
+def fake_cross_validation(n: int = 3000) -> None:
+    """A complete cross-validation of MNIST's first `n` training images in the test's store,
+    confident in every given label except FLIPPED's (cleanlab ranks those first)."""
+    from digitrec.datasets import load_dataset
+    from digitrec.trust import label_jobs
+
+    _, train_labels = load_dataset("mnist", "train")
+    given = np.asarray(train_labels[:n], dtype=np.int64)
+    believed = given.copy()
+    believed[FLIPPED] = (given[FLIPPED] + 1) % 10
+    probs = np.full((n, 10), 0.01, np.float32)
+    probs[np.arange(n), believed] = 0.91
+    config = label_jobs.CrossValConfig("mnist")
+    label_jobs.save_result(label_jobs.CrossValResult(config, probs, np.arange(n), given,
+                                                     {"seconds": 0}), RunStore())
+
+
+def test_without_suspects_first_needs_the_cross_validation(run_home, monkeypatch):
+    started = []
+    monkeypatch.setattr(model_helpers, "submit_train_suspects",
+                        lambda store, dataset: started.append(dataset))
+    at = model_page()
+    assert "Without the suspect labels" in [s.value for s in at.subheader]
+    assert "needs a cross-validation of the training split" in captions(at)
+    assert "model_sus_k" not in at.session_state  # no K to choose before the suspects exist
+    at.button(key="model_sus_cv").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert started == ["mnist"]
+
+
+def test_train_without_the_suspects_then_compare_on_the_errors_page(run_home):
+    from digitrec.trust import labels
+
+    config = TrainConfig.for_family("softmax", epochs=1, train_limit=300)
+    store = RunStore()
+    fake_cross_validation()
+    base = store.train_now(config)
+    cleaned = labels.without_suspects(config, len(FLIPPED), store)
+    assert list(cleaned.exclude) == FLIPPED and cleaned.key() != config.key()
+    other = store.train_now(cleaned)  # trained here: the page's click finds it in the store
+
+    at = AppTest.from_file(str(DASHBOARD / "app.py"), default_timeout=TIMEOUT)
+    at.query_params.update(model_helpers.to_query(config))
+    at.run()
+    at.switch_page("views/model.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    at.number_input(key="model_sus_k").set_value(len(FLIPPED)).run()
+    at.button(key="model_sus_train").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error
+    assert f"**Without {len(FLIPPED)} suspects** · run `{other.run_id}`" in \
+        "\n".join(m.value for m in at.markdown)
+    assert "points against the run with every label" in captions(at)
+    # The runs table says which run left images out.
+    assert "300 − 20 suspects" in [str(v) for v in frame(at, "model_runs")["images"]]
+
+    at.button(key="model_sus_compare").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.title[0].value.startswith("Errors")
+    assert (at.session_state["err_run"], at.session_state["err_run_b"]) == \
+        (base.run_id, other.run_id)
+    assert at.session_state["err_tab"] == "Compare two runs"
+    assert "B fixes" in [m.label for m in at.metric]  # the comparison itself is on screen

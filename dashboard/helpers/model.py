@@ -22,6 +22,7 @@ from dashboard.helpers import shared
 from digitrec import augment, export, models, summary
 from digitrec.runs import OUTDATED_LABEL, RunStore
 from digitrec.training import LR_SCHEDULES, OPTIMIZERS, ConfigError, TrainConfig, describe_device
+from digitrec.trust import labels
 
 DEFAULT_FAMILY = "softmax"  # the first lesson
 QUICK_LIMIT = 5_000  # training images in a "quick lesson": a CNN epoch in ~12 s on 2 cores
@@ -209,7 +210,10 @@ def model_summary(family: str, hparams: tuple, num_classes: int = 10) -> summary
 # --------------------------------------------------------------------------- tables and figures
 
 def _images(config) -> str:
-    return "all" if config is None or config.train_limit is None else f"{config.train_limit:,}"
+    """Training images: "all", a quick lesson's subset size, less the suspects left out."""
+    text = "all" if config is None or config.train_limit is None else f"{config.train_limit:,}"
+    left_out = len(getattr(config, "exclude", ()) or ())
+    return text + (f" − {left_out:,} suspects" if left_out else "")
 
 
 def runs_table(infos) -> pd.DataFrame:
@@ -303,3 +307,23 @@ def first_of_class(labels: np.ndarray, label: int) -> int:
     """Index of the first test image whose label is `label` (0 when there is none)."""
     hits = np.flatnonzero(np.asarray(labels) == label)
     return int(hits[0]) if len(hits) else 0
+
+
+# --------------------------------------------------------------------------- training without suspects
+
+def train_suspects_job(store: RunStore, dataset: str) -> labels.LabelJob:
+    """A handle on the training split's cross-validation (the default recipe) in `store`:
+    `.status()`, `.progress()`. Cheap: it reads the job's folder."""
+    return labels.LabelJob(labels.CrossValConfig(dataset), store)
+
+
+def submit_train_suspects(store: RunStore, dataset: str) -> labels.LabelJob:
+    """Start (or attach to) that cross-validation in a background worker."""
+    return labels.submit_cross_validation(labels.CrossValConfig(dataset), store)
+
+
+def without_suspects(store: RunStore, config: TrainConfig, k: int) -> TrainConfig:
+    """`config` with its dataset's top-`k` training suspects in ``exclude`` (its own run id).
+    Ranks the stored cross-validation with cleanlab (about a second; the first call imports
+    cleanlab). Raises LabelError (a ValueError) when it is not computed or `k` is too large."""
+    return labels.without_suspects(config, int(k), store)

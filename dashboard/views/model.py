@@ -13,7 +13,7 @@ import digitrec
 from dashboard import components
 from dashboard.helpers import model as model_helpers
 from dashboard.helpers import shared
-from dashboard.views import model_augment, model_export
+from dashboard.views import model_augment, model_export, model_suspects
 from digitrec import models
 from digitrec.runs import RunError
 from digitrec.training import LR_SCHEDULES, OPTIMIZERS, ConfigError, TrainConfig
@@ -370,6 +370,7 @@ def render() -> None:
     if config is not None:
         st.subheader("This configuration")
         this_configuration(store, config)
+        model_suspects.without_suspects_section(store, config)
 
     infos = [i for i in store.list_runs()
              if i.config is None or i.config.dataset == dataset]
