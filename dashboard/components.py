@@ -66,6 +66,32 @@ def notice(key: str) -> None:
         getattr(st, kind)(text)
 
 
+# --------------------------------------------------------------------------- send to Inside
+
+INSIDE_INPUT = "inside_input"  # session key of the image waiting for the Inside page
+INSIDE_PAGE = "views/inside.py"
+
+
+def send_to_inside(dataset: str, index: int | None = None, image=None, origin: str = "") -> None:
+    """Open the Inside page on one image: a test image by `index`, or a prepared `image`
+    (float [28,28] in [0,1], what the model reads). Call it when a button was pressed (not in
+    its callback: Streamlit ignores a page switch there).
+
+    Only the index, or the 3 KB image, goes into the session (`st.session_state["inside_input"]`,
+    replaced by the next one). Where the page cannot be switched to (a page run alone), says so.
+    """
+    previous = st.session_state.get(INSIDE_INPUT)
+    n = previous.get("n", 0) + 1 if isinstance(previous, dict) else 1
+    st.session_state[INSIDE_INPUT] = {
+        "dataset": dataset, "index": None if index is None else int(index), "n": n,
+        "image": None if image is None else np.asarray(image, np.float32).reshape(28, 28),
+        "origin": origin}
+    try:
+        st.switch_page(INSIDE_PAGE)
+    except st.errors.StreamlitAPIException:
+        st.info("Open the Inside page from the menu: this image is waiting there.")
+
+
 # --------------------------------------------------------------------------- texts
 
 def remaining_text(p: dict) -> str:
