@@ -38,6 +38,7 @@ PAGES = [
     ("views/model.py", "Models", ":material/model_training:"),
     ("views/tuner.py", "Tuner", ":material/tune:"),
     ("views/errors.py", "Errors", ":material/bug_report:"),
+    ("views/inside.py", "Inside", ":material/neurology:"),
     ("views/sketch.py", "Sketch", ":material/draw:"),
 ]
 
