@@ -7,7 +7,8 @@ import pytest
 from digitrec.cli import build_parser, progress
 from digitrec.cli.train import config_from_args
 
-COMMANDS = {"train", "runs", "reproduce", "predict", "download", "export", "import", "tune"}
+COMMANDS = {"train", "runs", "reproduce", "predict", "download", "export", "import", "tune",
+            "suspects", "calibrate"}
 
 
 def test_every_command_is_there():

@@ -1,4 +1,5 @@
-"""Progress on stderr: a text bar for a training, and following another process's training.
+"""Progress on stderr: a text bar for a training, following another process's training, and a
+bar for any job that reports the fraction it has done (e.g. a cross-validation's folds).
 
 The time left comes from `digitrec.eta.EtaTracker`, as in the worker's job.json: the first
 batches (which trace and compile the graph) are left out, and no estimate is shown until the
@@ -19,6 +20,12 @@ FOLLOW_POLL = 0.5      # seconds between looks at another process's job.json
 
 def logs_text(logs: dict) -> str:
     return " ".join(f"{short} {logs[k]:.4f}" for k, short in SHORT_NAMES.items() if k in logs)
+
+
+def bar_text(fraction: float, width: int) -> str:
+    """``[######..........]``: `fraction` (0..1) of `width` characters filled."""
+    filled = int(width * min(max(fraction, 0.0), 1.0))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
 class ProgressBar:
@@ -61,9 +68,8 @@ class ProgressBar:
         if not self.live or (now - self._drawn < REDRAW_INTERVAL and batch + 1 < self.batches):
             return
         self._drawn = now
-        filled = int(self.width * (batch + 1) / max(self.batches, 1))
-        bar = "#" * filled + "." * (self.width - filled)
-        self.stream.write(f"\r{self.label}epoch {epoch + 1}/{self.epochs} [{bar}] "
+        bar = bar_text((batch + 1) / max(self.batches, 1), self.width)
+        self.stream.write(f"\r{self.label}epoch {epoch + 1}/{self.epochs} {bar} "
                           f"{batch + 1}/{self.batches} {logs_text(logs)} "
                           f"eta {format_duration(eta, compact=True)}\033[K")
         self.stream.flush()
@@ -98,3 +104,41 @@ def follow(job, bar: ProgressBar) -> str:
             bar.draw(p["epoch"] - 1, p["batch"] - 1, p.get("logs") or {}, p.get("eta"))
         time.sleep(FOLLOW_POLL)
     return status
+
+
+class FractionBar:
+    """A bar on stderr for a job that reports how much it has done (0..1), a short text (e.g.
+    "fold 2/4") and its own time left: redrawn in place on a terminal (at most 10 times a
+    second), else one line each time the text changes (logs stay readable).
+
+    Args:
+        stream: where to draw (default sys.stderr).
+        label: text before the bar.
+        width: characters of the bar.
+    """
+
+    def __init__(self, stream=None, label: str = "", width: int = 24):
+        self.stream = stream or sys.stderr
+        self.label = label
+        self.width = width
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._drawn = 0.0
+        self._last_text: str | None = None
+
+    def draw(self, fraction: float, text: str = "", eta: float | None = None) -> None:
+        now = time.monotonic()
+        if self.live:
+            if now - self._drawn < REDRAW_INTERVAL:
+                return
+            self._drawn = now
+            self.stream.write(f"\r{self.label}{bar_text(fraction, self.width)} {fraction:4.0%} "
+                              f"{text} eta {format_duration(eta, compact=True)}\033[K")
+        elif text != self._last_text:
+            self.stream.write(f"{self.label}{fraction:4.0%} {text}\n")
+        self._last_text = text
+        self.stream.flush()
+
+    def close(self, text: str) -> None:
+        """End the bar with a final line."""
+        self.stream.write(f"\r{self.label}{text}\033[K\n" if self.live else f"{self.label}{text}\n")
+        self.stream.flush()

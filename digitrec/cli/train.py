@@ -3,9 +3,13 @@ background worker.
 
     python -m digitrec train --family cnn_bn --epochs 10 --learning-rate 0.001
     python -m digitrec train --model fast --lr 0.01 --schedule one_cycle --limit 3000   # short forms
+    python -m digitrec train --family fast --exclude-suspects 100   # without the top-100 suspects
 
 Flags are the TrainConfig's field names (``--family``, ``--learning-rate``, ``--lr-schedule``,
-``--train-limit``, ...); the older short forms stay as aliases.
+``--train-limit``, ...); the older short forms stay as aliases. ``--exclude-suspects K`` sets the
+config's ``exclude`` field to the K most suspect training labels of the stored cross-validation
+(``python -m digitrec suspects --split train`` computes it): its own run, to compare with the
+same configuration trained on everything.
 """
 from __future__ import annotations
 
@@ -38,6 +42,9 @@ def add_parser(sub, common) -> None:
     p.add_argument("--validation-split", type=float, help="fraction held out for validation")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random shifts/rotations/zooms of training images")
+    p.add_argument("--exclude-suspects", type=int, metavar="K",
+                   help="leave out the K most suspect training labels (needs `suspects --split "
+                        "train` first)")
     p.add_argument("--hp", action="append", metavar="NAME=VALUE",
                    help="a family hyperparameter, e.g. --hp units=64 (repeatable)")
     p.add_argument("--background", action="store_true",
@@ -67,9 +74,16 @@ def config_from_args(args):
     if args.hp:
         overrides["hparams"] = dict(parse_hparam(h) for h in args.hp)
     try:
-        return TrainConfig.for_family(args.family, **overrides)
+        config = TrainConfig.for_family(args.family, **overrides)
     except ValueError as e:  # ConfigError, ModelError: the message names the bad value
         raise CliError(str(e)) from None
+    if getattr(args, "exclude_suspects", None) is not None:
+        from digitrec.trust.labels import LabelError, without_suspects
+        try:
+            config = without_suspects(config, args.exclude_suspects, store(args))
+        except LabelError as e:  # not cross-validated yet (says how to start it), bad K
+            raise CliError(f"--exclude-suspects: {e}") from None
+    return config
 
 
 def train_one(store, config, label: str = ""):
@@ -113,6 +127,7 @@ def command(args) -> int:
         m = run.metrics
         how = ("cached: trained earlier" if cached else
                f"trained in {m.get('train_seconds', 0):.1f} s on {m.get('device', '?')}")
+        left_out = f", {len(config.exclude)} training images left out" if config.exclude else ""
         print(f"run {run.run_id}  {config.dataset}/{config.family}  "
-              f"test accuracy {m['test_accuracy']:.4f}  ({how})")
+              f"test accuracy {m['test_accuracy']:.4f}  ({how}{left_out})")
     return 0
