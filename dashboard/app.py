@@ -35,6 +35,7 @@ from dashboard import components  # noqa: E402
 # (file relative to this one, title in the menu, icon). The first page is the home page.
 PAGES = [
     ("views/data.py", "Data", ":material/grid_on:"),
+    ("views/lesson.py", "Lesson", ":material/school:"),
     ("views/model.py", "Models", ":material/model_training:"),
     ("views/tuner.py", "Tuner", ":material/tune:"),
     ("views/errors.py", "Errors", ":material/bug_report:"),

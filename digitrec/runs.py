@@ -18,7 +18,8 @@ One run is one folder, ``<root>/<run_id>/`` with ``run_id = config.key()``:
 Every file is written atomically (temp file in the same folder + ``os.replace``), so a crash or
 ``kill -9`` never leaves a run that looks complete. A folder copied in from another machine is
 picked up like any other. Read-only runs shipped with the package live in
-``digitrec/starter/<run_id>/``; they are listed and loaded like stored runs but never deleted.
+``digitrec/starter/<run_id>/`` (and the lesson bundle's in ``digitrec/lesson_bundle/runs/``); they are
+listed and loaded like stored runs but never deleted.
 """
 from __future__ import annotations
 
@@ -46,11 +47,13 @@ from digitrec.run_folder import (
 from digitrec.worker import worker_alive
 
 # The run store's public face: these live in digitrec.run_folder (one folder) and are used here.
-__all__ = ["STARTER_DIR", "OUTDATED_LABEL", "RUN_FILES", "RUN_ID_RE", "STATUSES", "SUMMARY_KEYS",
-           "Run", "RunError", "RunInfo", "RunStore", "built_by_older_code", "discard_partial",
+__all__ = ["STARTER_DIR", "LESSON_RUNS_DIR", "OUTDATED_LABEL", "RUN_FILES", "RUN_ID_RE", "STATUSES",
+           "SUMMARY_KEYS", "Run", "RunError", "RunInfo", "RunStore", "built_by_older_code", "discard_partial",
            "ended_status", "inspect_run", "read_run"]
 
 STARTER_DIR = Path(__file__).parent / "starter"
+# The lesson bundle's runs (digitrec.lesson, `python -m digitrec lesson build`): shipped too.
+LESSON_RUNS_DIR = Path(__file__).parent / "lesson_bundle" / "runs"
 
 
 class RunStore:
@@ -59,7 +62,8 @@ class RunStore:
     Args:
         root: folder holding the runs (default: ``$DIGITREC_HOME``, else ``./runs``). It is
             created when the first run is written.
-        starter_dir: folder of read-only shipped runs (default ``digitrec/starter``).
+        starter_dir: folder of read-only shipped runs (default ``digitrec/starter``, and then
+            the lesson bundle's ``digitrec/lesson_bundle/runs`` too); None: no shipped runs.
     """
 
     def __init__(self, root: str | os.PathLike | None = None,
@@ -67,6 +71,10 @@ class RunStore:
         # Absolute, so worker processes started from another directory find the same store.
         self.root = Path(root or os.environ.get("DIGITREC_HOME") or "runs").absolute()
         self.starter_dir = Path(starter_dir) if starter_dir else None
+        # Where shipped (read-only) runs are looked for, in order.
+        self.shipped_dirs = [self.starter_dir] if self.starter_dir else []
+        if self.starter_dir == STARTER_DIR:
+            self.shipped_dirs.append(LESSON_RUNS_DIR)
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.root)!r})"
@@ -81,8 +89,7 @@ class RunStore:
         """(folder, shipped) candidates for `run_id` that exist: the store first, then starter."""
         run_id = _checked_id(run_id)
         places = [(self.root / run_id, False)]
-        if self.starter_dir is not None:
-            places.append((self.starter_dir / run_id, True))
+        places += [(base / run_id, True) for base in self.shipped_dirs]
         return [(p, shipped) for p, shipped in places if p.is_dir()]
 
     def info(self, run_id: str) -> RunInfo:
@@ -127,7 +134,7 @@ class RunStore:
         and files or folders that are not runs (hidden, tuner projects, notes) are skipped.
         """
         found: dict[str, RunInfo] = {}
-        for base, shipped in ((self.root, False), (self.starter_dir, True)):
+        for base, shipped in ((self.root, False), *((d, True) for d in self.shipped_dirs)):
             for folder in _run_folders(base):
                 earlier = found.get(folder.name)
                 if earlier is not None and earlier.status == "complete":

@@ -26,7 +26,7 @@ import argparse
 import sys
 
 from digitrec import quiet
-from digitrec.cli import download, predict, reproduce, runs, train, transfer, tune
+from digitrec.cli import download, lesson, predict, reproduce, runs, train, transfer, tune
 from digitrec.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, CliError, common_options
 
 __all__ = ["CliError", "build_parser", "main"]
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_parser(sub, common)
     transfer.add_parsers(sub, common)
     tune.add_parser(sub, common)
+    lesson.add_parser(sub, common)
     return parser
 
 
