@@ -293,6 +293,18 @@ def test_send_to_inside_switches_page_through_the_app(starter):
     at.switch_page("views/inside.py").run()
     assert not at.exception, [e.message for e in at.exception]
     assert at.title[0].value.startswith("Inside · MNIST")
+    # the Errors page's "Why did it say that?" tab sends its test digit
+    at.switch_page("views/errors.py")
+    at.session_state["err_run"] = starter.run_id
+    at.session_state["err_tab"] = "Why did it say that?"
+    at.session_state["err_example"] = 8
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    at.button(key="err_to_inside").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.title[0].value.startswith("Inside · MNIST")
+    assert at.radio(key="inside_source").value == "Sent"
+    assert any(c.startswith("MNIST test image #8,") for c in image_captions(at))
     # a page that sends: the helper stores the index and switches to the Inside page
     script = """
 import streamlit as st

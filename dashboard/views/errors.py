@@ -212,6 +212,9 @@ def why_tab(ref, dataset: str, images, labels, probs, names) -> None:
                 st.switch_page("views/sketch.py")
             except StreamlitAPIException:
                 st.info("Open the Sketch page from the menu: this digit is waiting there.")
+    if c3.button("Look inside the network", icon=":material/neurology:", key="err_to_inside",
+                 help="Every layer's output for this image, on the Inside page."):
+        components.send_to_inside(dataset, index=index, origin="Errors")
 
     verdict = "right" if pred == true else "wrong"
     st.markdown(f"Digit **#{index}**: true class **{names[true]}**, the model said "
