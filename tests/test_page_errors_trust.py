@@ -149,6 +149,7 @@ def test_calibration_shows_ece_before_and_after(run_home):
     assert shown["ECE before"] == f"{report['ece_before']:.2%}"
     assert shown["ECE after"] == f"{report['ece_after']:.2%}"
     assert shown["Temperature"] == f"{report['temperature']:.3f}"
+    assert shown["Brier after"] == f"{report['brier_after']:.4f}"
     assert {"err_cal_before", "err_cal_after"} <= chart_keys(at)
     assert any("even-numbered test images" in c.value for c in at.caption)  # which half
     if len(RunStore(run_home).list_runs("mnist")) == 1:  # the starter alone: nothing to compare

@@ -93,8 +93,10 @@ def reliability_figure(rows: list[dict], title: str) -> go.Figure:
                          marker_color="#2563eb", customdata=[r["count"] for r in rows],
                          hovertemplate="confidence %{x:.2f}: accuracy %{y:.1%} "
                                        "(%{customdata} digits)<extra></extra>"))
-    fig.add_trace(go.Bar(x=mid, y=[r["confidence"] - r["accuracy"] for r in rows],
-                         base=[r["accuracy"] for r in rows], width=width, name="gap",
+    # The gap from accuracy to confidence: above the bar when over-confident, over it when not.
+    fig.add_trace(go.Bar(x=mid, y=[abs(r["confidence"] - r["accuracy"]) for r in rows],
+                         base=[min(r["accuracy"], r["confidence"]) for r in rows], width=width,
+                         name="gap to the diagonal",
                          marker_color="rgba(214,39,40,0.35)", hoverinfo="skip"))
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
                              line=dict(color="gray", dash="dash")))

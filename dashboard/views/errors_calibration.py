@@ -27,18 +27,20 @@ def calibration_section(ref) -> None:
         st.error(f"Cannot calibrate this run: {e}")
         return
     t = report["temperature"]
-    c = st.columns(4)
+    c = st.columns(5)
     c[0].metric("ECE before", f"{report['ece_before']:.2%}",
                 help="Expected calibration error: the average gap between confidence and "
                      "accuracy, weighted by how many digits fall in each confidence bin.")
     c[1].metric("ECE after", f"{report['ece_after']:.2%}",
                 delta=f"{(report['ece_after'] - report['ece_before']) * 100:+.2f} points",
                 delta_color="inverse")
-    c[2].metric("Brier score before → after", f"{report['brier_before']:.4f} → "
-                f"{report['brier_after']:.4f}",
-                help="Mean squared distance between the probabilities and the right answer "
-                     "(0 is perfect).")
-    c[3].metric("Temperature", f"{t:.3f}",
+    brier = ("Mean squared distance between the probabilities and the right answer "
+             "(0 is perfect).")
+    c[2].metric("Brier before", f"{report['brier_before']:.4f}", help=brier)
+    c[3].metric("Brier after", f"{report['brier_after']:.4f}", help=brier,
+                delta=f"{report['brier_after'] - report['brier_before']:+.4f}",
+                delta_color="inverse")
+    c[4].metric("Temperature", f"{t:.3f}",
                 help="Probabilities become softmax(log p / T): T > 1 softens an over-confident "
                      "model, T < 1 sharpens an under-confident one. The reading never changes.")
     left, right = st.columns(2)
@@ -87,7 +89,11 @@ def robustness_section(ref_a, runs) -> None:
     if st.session_state.get("err_rob_request") != request:
         st.caption(f"Press **Compare**: it attacks {n} digits with FGSM per run (seconds).")
         return
-    result = errors_trust.robustness(ref_a, ref_b, n)
+    try:
+        result = errors_trust.robustness(ref_a, ref_b, n)
+    except (ValueError, OSError) as e:  # RunError is a ValueError: a run gone or damaged
+        st.error(f"Cannot compare these runs: {e}")
+        return
     c = st.columns(3)
     c[0].metric("Run A: median smallest ε", _epsilon(result["median_a"]))
     c[1].metric("Run B: median smallest ε", _epsilon(result["median_b"]))

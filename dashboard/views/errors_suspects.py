@@ -176,6 +176,9 @@ def render(dataset: str, runs, names) -> None:
         st.markdown(f"**Suspects per given label** (the {n} most suspect of {len(ranked):,})")
         st.plotly_chart(errors_trust.counts_figure(ranked.class_counts(n), names),
                         key="err_sus_counts")
+        st.caption(f"Of all {len(ranked):,} images, cleanlab's stricter filter calls "
+                   f"{int(ranked.flagged.sum()):,} label issues outright; the ranking shows "
+                   "the likeliest first either way.")
     with right:
         _runs_used(ranked, runs)
 
