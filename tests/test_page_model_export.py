@@ -235,6 +235,11 @@ def test_train_without_the_suspects_then_compare_on_the_errors_page(run_home):
     # The runs table says which run left images out.
     assert "300 − 20 suspects" in [str(v) for v in frame(at, "model_runs")["images"]]
 
+    # Its settings open with a word about the images they no longer leave out.
+    at.selectbox(key=f"model_download_run_{config.key()}").set_value(other.run_id).run()
+    at.button(key="model_open_run").click().run()
+    assert any(f"left out {len(FLIPPED)} suspect training images" in w.value for w in at.warning)
+
     at.button(key="model_sus_compare").click().run()
     assert not at.exception, [e.message for e in at.exception]
     assert at.title[0].value.startswith("Errors")

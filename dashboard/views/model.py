@@ -48,8 +48,13 @@ def _apply(form: dict) -> None:
 
 def _open(config_dict: dict, notice: str | None = None) -> None:
     """Callback: load a stored run's settings into the form."""
-    form, warnings = model_helpers.form_of(TrainConfig.from_dict(config_dict))
+    config = TrainConfig.from_dict(config_dict)
+    form, warnings = model_helpers.form_of(config)
     _apply(form)
+    if config.exclude:  # the form has no field for it: say what the settings leave out
+        warnings.append(f"Run {config.key()} left out {len(config.exclude):,} suspect training "
+                        "images; these settings train on every image (see *Without the suspect "
+                        "labels* below).")
     messages = [m for m in [notice, *warnings] if m]
     if messages:
         st.session_state[NOTICE] = ("warning" if warnings else "info", " ".join(messages))
