@@ -159,6 +159,9 @@ def show_prediction(ref, pre, prep_ms: float, hint: str):
     box.caption(f"{probs[digit]:.1%} sure · read in {prep_ms + model_ms:.1f} ms "
                 f"(preparing {prep_ms:.1f} ms, model {model_ms:.1f} ms)")
     st.plotly_chart(sketch_helpers.probability_bars(probs, digit), key="sketch_probs")
+    if st.button("Look inside the network", icon=":material/neurology:", key="sketch_to_inside",
+                 help="Every layer's output for this drawing, on the Inside page."):
+        components.send_to_inside(sketch_helpers.DATASET, image=pre.image, origin="Sketch")
     return digit, probs
 
 
