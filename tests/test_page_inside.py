@@ -318,6 +318,24 @@ if st.button("send", key="send"):
     assert "Open the Inside page from the menu" in alone.info[0].value
 
 
+def test_the_sketch_page_sends_its_drawing(starter, starter_model, canvas):
+    at = AppTest.from_file(str(DASHBOARD / "app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("views/sketch.py")
+    at.session_state["sketch_model"] = starter.run_id
+    canvas.picture = stroke()
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    at.button(key="sketch_to_inside").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.title[0].value.startswith("Inside · MNIST")
+    assert at.radio(key="inside_source").value == "Sent"
+    assert "The Sketch page's image, as the model reads it" in image_captions(at)
+    from digitrec.preprocess import to_mnist
+    sent = at.session_state[components.INSIDE_INPUT]["image"]
+    assert np.array_equal(sent, to_mnist(canvas.picture).image)
+    assert answer(at) == "1"
+
+
 def test_top_images_are_computed_in_the_background(starter, monkeypatch):
     monkeypatch.setattr(inside_helpers, "TOP_LIMIT", 300)  # a quick scan of 300 test images
     at = page({"inside_source": "Test image", "inside_tab": "What a channel looks for",
