@@ -51,7 +51,9 @@ def export_button(ref: shared.RunRef, fmt: str) -> None:
         st.error(asked[(ref, fmt)], icon=":material/error:")
         return
     try:
-        done = model_helpers.export_file(ref, fmt)  # cached: instant (or once more if evicted)
+        # Cached: instant. Evicted meanwhile (six entries for everyone): converted once more.
+        with st.spinner(f"Converting to {LABELS[fmt]} again…"):  # shown only after 0.5 s
+            done = model_helpers.export_file(ref, fmt)
     except ValueError as e:
         asked[(ref, fmt)] = str(e)
         st.error(str(e), icon=":material/error:")
