@@ -108,7 +108,7 @@ class CrossValConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CrossValConfig":
+    def from_dict(cls, data: dict) -> CrossValConfig:
         if not isinstance(data, dict) or set(data) - {f.name for f in fields(cls)}:
             raise LabelError(f"not a cross-validation config: {data!r:.200}")
         return cls(**data)

@@ -35,8 +35,13 @@ import numpy as np
 
 from digitrec.datasets import DATASETS, load_dataset
 from digitrec.runs import RunStore
-from digitrec.trust.label_jobs import (CrossValConfig, LabelError, LabelJob, load_result,
-                                       submit_cross_validation)
+from digitrec.trust.label_jobs import (
+    CrossValConfig,
+    LabelError,
+    LabelJob,
+    load_result,
+    submit_cross_validation,
+)
 
 __all__ = ["Suspect", "SuspectRanking", "LabelError", "rank_labels", "find_suspects",
            "SPLITS", "HOW_IT_WORKS", "excluded_indices", "without_suspects", "corrections_csv",
@@ -295,7 +300,9 @@ def without_suspects(train_config, k: int, store: RunStore | None = None,
                      config: CrossValConfig | None = None):
     """`train_config` with its dataset's top-`k` training suspects left out: its own run.
 
-    Needs TrainConfig's ``exclude`` field (training-split indices not trained on).
+    Sets TrainConfig's ``exclude`` field (training-split indices not trained on), so the result
+    has its own run id; k = 0 gives `train_config` back. Raises LabelError when the
+    cross-validation is not stored yet (the message says how to start it) or k is out of range.
     """
     drop = excluded_indices(train_config.dataset, k, store, config)
     return dataclasses.replace(train_config, exclude=tuple(int(i) for i in drop))
@@ -308,7 +315,7 @@ def corrections_csv(ranking: SuspectRanking, corrections: dict) -> str:
         ranking: the ranking the marks were made on (gives the given labels).
         corrections: split index -> corrected label (e.g. the suggested one).
     """
-    given = dict(zip(ranking.indices.tolist(), ranking.labels.tolist()))
+    given = dict(zip(ranking.indices.tolist(), ranking.labels.tolist(), strict=True))
     n_classes = ranking.probs.shape[1]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")

@@ -59,6 +59,7 @@ from threadpoolctl import threadpool_limits
 
 from digitrec.datasets import load_dataset
 from digitrec.files import atomic_write_bytes
+from digitrec.preprocess import scale
 from digitrec.trust import nondigits
 from digitrec.trust.detector import TinyMLP
 from digitrec.trust.store import cache_root, read_sidecar, write_sidecar
@@ -357,7 +358,7 @@ def _detector_inputs(det: OodDetector, tap: ModelTap, *image_sets, chunk: int = 
     rows = []
     for images in image_sets:
         for i in range(0, len(images), chunk):
-            x = images[i:i + chunk].astype(np.float32) / 255
+            x = scale(images[i:i + chunk])  # float32 [N,28,28,1] in [0,1]
             probs, logits, feats = tap(x)
             rows.append(det.features(feats, logits, probs, x))
     return np.concatenate(rows)

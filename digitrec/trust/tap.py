@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from digitrec.preprocess import scale
+
 MNIST_SIZE = 28
 INPUT_SIGNATURE = [tf.TensorSpec([None, MNIST_SIZE, MNIST_SIZE, 1], tf.float32, name="images")]
 
@@ -125,8 +127,8 @@ class ModelTap:
 def as_batch(images) -> np.ndarray:
     """float [28,28] / [N,28,28] / [N,28,28,1] in [0,1] (or uint8, scaled) -> float32 [N,28,28,1]."""
     x = np.asarray(images)
-    if x.dtype == np.uint8:
-        x = x.astype(np.float32) / 255.0
+    if x.dtype == np.uint8:  # 0..255 as loaded: the one scaling every model input goes through
+        x = scale(x[..., 0] if x.ndim == 4 and x.shape[-1] == 1 else x)
     elif x.dtype.kind != "f":
         raise ValueError(f"expected float images in [0, 1] or uint8, got dtype {x.dtype}")
     if x.ndim == 2:
