@@ -6,8 +6,11 @@
     python -m digitrec predict --run RUN_ID digit.png [more.jpg ...] [--json]
     python -m digitrec download fashion-mnist
     python -m digitrec export RUN_ID [-o run.zip]       # a run as a zip, for another machine
+    python -m digitrec export RUN_ID --format tflite    # or onnx, savedmodel: verified exports
     python -m digitrec import run.zip                   # validated first; refused ones write nothing
     python -m digitrec tune --tuner hyperband --family fast --max-trials 20   # resumable search
+    python -m digitrec suspects --split test --top 30 [--json]   # probably mislabelled images
+    python -m digitrec calibrate RUN_ID [--json]        # temperature scaling, ECE before/after
 
 Runs go to the run store (``--home``, else ``$DIGITREC_HOME``, else ``./runs``); a configuration
 already trained there is returned at once. Flags are the config fields' names (``--family``,
@@ -16,9 +19,9 @@ success, 1 training or saving failed, 2 bad input (unknown model or run, bad opt
 image, refused archive), 130 interrupted (Ctrl-C).
 
 One module per command group (train, runs, reproduce, predict, transfer: export and import,
-download, tune); each adds its parser and imports the library only when it runs, so
-``--help`` stays quick. Nothing in the library imports this package; `digitrec.__main__` calls
-`main`.
+download, tune, suspects, calibrate); each adds its parser and imports the library only when it
+runs, so ``--help`` stays quick. Nothing in the library imports this package; `digitrec.__main__`
+calls `main`.
 """
 from __future__ import annotations
 
@@ -26,7 +29,18 @@ import argparse
 import sys
 
 from digitrec import quiet
-from digitrec.cli import download, lesson, predict, reproduce, runs, train, transfer, tune
+from digitrec.cli import (
+    calibrate,
+    download,
+    lesson,
+    predict,
+    reproduce,
+    runs,
+    suspects,
+    train,
+    transfer,
+    tune,
+)
 from digitrec.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, CliError, common_options
 
 __all__ = ["CliError", "build_parser", "main"]
@@ -44,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_parser(sub, common)
     transfer.add_parsers(sub, common)
     tune.add_parser(sub, common)
+    suspects.add_parser(sub, common)
+    calibrate.add_parser(sub, common)
     lesson.add_parser(sub, common)
     return parser
 
