@@ -221,3 +221,44 @@ def test_suspects_of_the_training_split_from_a_stored_cross_validation(run_home)
     assert sorted(shown[:3]) == flipped
     assert any("stored cross-validation" in m.value for m in at.markdown)
     assert f"err_sus_sketch_{shown[0]}" not in buttons  # Sketch reads test digits only
+
+
+class RunningCrossValidation:
+    """A stand-in for a LabelJob whose worker is in its second fold."""
+    cancelled = False
+
+    def __init__(self, config, store):
+        self.config = config
+
+    def status(self) -> str:
+        return "running"
+
+    def progress(self) -> dict:
+        return {"status": "running", "fold": 2, "folds": 4, "fraction": 0.4, "eta": 30.0}
+
+    def cancel(self) -> bool:
+        RunningCrossValidation.cancelled = True
+        return True
+
+
+def test_the_training_split_job_is_started_on_the_button_and_its_progress_shown(
+        run_home, monkeypatch):
+    from dashboard.views import errors_suspects
+
+    started = []
+
+    def start(dataset: str) -> None:  # the worker now runs: the page reruns and attaches to it
+        started.append(dataset)
+        monkeypatch.setattr(errors_suspects, "LabelJob", RunningCrossValidation)
+
+    monkeypatch.setattr(errors_trust, "cross_validation", start)
+    monkeypatch.setattr(RunningCrossValidation, "cancelled", False)
+    at = page(err_tab=SUSPECTS, err_sus_split="train")
+    assert not started  # opening the tab starts nothing
+    at.button(key="err_sus_cv_start").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert started == ["mnist"]
+    bar = at.get("progress")[0]
+    assert bar.proto.value == 40 and "Fold 2/4" in bar.proto.text
+    at.button(key="err_sus_cv_cancel").click().run()
+    assert RunningCrossValidation.cancelled
