@@ -1,12 +1,17 @@
 """Sketch page: draw a digit, or upload a picture of one, and watch a trained model read it.
 
 The drawing is prepared the way MNIST digits were made (`digitrec.preprocess.to_mnist`: crop,
-fit into 20x20, centre of mass to the centre), every step is shown, then the page gives the
-predicted digit with all ten probabilities, where the model looked (saliency, Grad-CAM), and
-how the reading holds up when the digit is shifted, turned, thickened or thinned.
+fit into 20x20, centre of mass to the centre) and read with trust (`digitrec.trust`): the
+predicted digit with all ten calibrated probabilities, or plainly "Not a digit" when the
+drawing looks like no digit. Below, four sections, each off until switched on: every
+preprocessing step, where the model looked (saliency, Grad-CAM), how the reading holds up when
+the digit is shifted, turned, thickened or thinned, and adversarial examples (FGSM / PGD: the
+smallest change that fools it, an epsilon slider and a target digit).
 
-The canvas and everything computed from it run in an `st.fragment`: a stroke reruns only that
-part, not the model picker or the sidebar. Numbers come from `digitrec` through
+Cost per stroke (issue 16): the canvas and the reading run in an `st.fragment`, so a stroke
+reruns only that part, not the model picker or the sidebar; a closed section computes nothing,
+and an open one is a fragment of its own (its sliders rerun only it) whose numbers are cached
+by the 28x28 image. Numbers come from `digitrec` through
 `dashboard/helpers/sketch.py` (cached, with the figures); this file lays them out. Runs alone too:
 `streamlit run dashboard/views/sketch.py`.
 """
@@ -146,7 +151,8 @@ def example_input(index: int) -> "tuple[Preprocessed, float]":
 # --------------------------------------------------------------------------- results
 
 def show_prediction(ref, pre, prep_ms: float, hint: str):
-    """The big predicted digit and the probability bars; (digit, probs) or None if blank."""
+    """The reading: the big digit, or "Not a digit" plainly, and the calibrated probability
+    bars. Returns the `digitrec.trust.Reading`, or None when there is nothing to read."""
     box = st.container(key="sketch_prediction")
     if pre is None:
         box.info(hint, icon=":material/draw:")
@@ -154,19 +160,38 @@ def show_prediction(ref, pre, prep_ms: float, hint: str):
     if pre.blank:
         box.info(f"{hint} (No digit found: {pre.reason}.)", icon=":material/draw:")
         return None
-    (digit, probs), model_ms = sketch_helpers.timed(sketch_helpers.predict, ref, pre)
-    box.metric("Prediction", str(digit))
-    box.caption(f"{probs[digit]:.1%} sure · read in {prep_ms + model_ms:.1f} ms "
-                f"(preparing {prep_ms:.1f} ms, model {model_ms:.1f} ms)")
-    st.plotly_chart(sketch_helpers.probability_bars(probs, digit), key="sketch_probs")
-    if st.button("Look inside the network", icon=":material/neurology:", key="sketch_to_inside",
-                 help="Every layer's output for this drawing, on the Inside page."):
+    reading, model_ms = sketch_helpers.timed(sketch_helpers.read, ref, pre)
+    digit, p = reading.digit, float(reading.calibrated[reading.digit])
+    timing = (f"read in {prep_ms + model_ms:.1f} ms (preparing {prep_ms:.1f} ms, model and "
+              f"checks {model_ms:.1f} ms)")
+    if reading.not_a_digit:
+        box.markdown(f"### :orange[Not a digit] — looks most like {digit}, p={p:.2f}")
+        box.caption(f"The model would say {digit}, but this does not look like any digit it "
+                    f"knows (not-a-digit score {reading.score:+.1f}; above 0 is not a digit) · "
+                    + timing)
+    else:
+        box.metric("Prediction", str(digit))
+        box.caption(f"{p:.1%} sure · {timing}")
+    box.html(sketch_helpers.probability_html(reading.calibrated, digit, reading.not_a_digit))
+    box.caption(f"Calibrated probabilities: the model's own, softened by its temperature "
+                f"T = {reading.temperature:.2f} (fitted on held-out test digits), so that "
+                "\"90% sure\" is right about 90% of the time.")
+    if box.button("Look inside the network", icon=":material/neurology:", key="sketch_to_inside",
+                     help="Every layer's output for this drawing, on the Inside page."):
         components.send_to_inside(sketch_helpers.DATASET, image=pre.image, origin="Sketch")
-    return digit, probs
+    return reading
 
 
-def show_steps(pre) -> None:
-    st.subheader("What the model sees")
+def section(label: str, key: str, help: str) -> bool:
+    """A section's switch, off by default: nothing of it is computed until it is on."""
+    return st.toggle(label, value=False, key=key, help=help)
+
+
+@st.fragment
+def steps_section(pre) -> None:
+    if not section("What the model sees", "sketch_show_steps",
+                   "Every preprocessing step, from your drawing to the 28 × 28 input."):
+        return
     steps = pre.steps
     for col, (title, image) in zip(st.columns(len(steps)), steps, strict=True):
         col.image(components.enlarge(image, 112), width=112, caption=title)
@@ -175,8 +200,11 @@ def show_steps(pre) -> None:
                "of mass in the middle. The last picture is exactly what the model reads.")
 
 
-def show_explanation(ref, pre, digit: int) -> None:
-    st.subheader("Where the model looked")
+@st.fragment
+def explanation_section(ref, pre, digit: int) -> None:
+    if not section("Where the model looked", "sketch_show_explain",
+                   "Saliency and Grad-CAM maps of the predicted digit."):
+        return
     maps = sketch_helpers.explanation(ref, pre.image, digit)
     c1, c2, c3 = st.columns(3)
     c1.image(components.enlarge(pre.image, 168), width=168, caption="the model's input (28 × 28)")
@@ -189,8 +217,11 @@ def show_explanation(ref, pre, digit: int) -> None:
                  caption=f"Grad-CAM: the regions the last convolution used as evidence for {digit}")
 
 
-def show_robustness(ref, pre, digit: int, probs: np.ndarray) -> None:
-    st.subheader("How robust is the reading?")
+@st.fragment
+def robustness_section(ref, pre, digit: int, probs: np.ndarray) -> None:
+    if not section("How robust is the reading?", "sketch_show_robust",
+                   "Shift, turn, thicken or thin the digit and watch the prediction."):
+        return
     st.caption("Move the digit the model sees, turn it, thicken or thin its strokes, and watch "
                "the prediction. A model that learned shapes, not positions, should not care much.")
     s1, s2, s3, s4 = st.columns(4)
@@ -209,8 +240,7 @@ def show_robustness(ref, pre, digit: int, probs: np.ndarray) -> None:
     c2.caption(f"{new_probs[new_digit]:.1%} sure")
     sweeps = sketch_helpers.sweeps(ref, pre.image, digit)
     with c3:
-        # One chart at a time: every chart is rebuilt and sent on each stroke, and a classroom
-        # of sessions shares this server's CPU.
+        # One chart at a time: a classroom of sessions shares this server's CPU.
         axes = {"Rotation": ("rotation", ROTATIONS, angle, "rotation (degrees)"),
                 "Shift right": ("shift x", SHIFTS, dx, "shift right (px)"),
                 "Shift down": ("shift y", SHIFTS, dy, "shift down (px)")}
@@ -224,10 +254,66 @@ def show_robustness(ref, pre, digit: int, probs: np.ndarray) -> None:
                "positions where another digit (written above the point) wins.")
 
 
+ANY = "any other digit"
+
+
+def _snap_epsilon(value: float) -> None:
+    st.session_state["sketch_eps"] = int(round(value))
+
+
+@st.fragment
+def adversarial_section(ref, pre) -> None:
+    if not section("Fool the model (adversarial examples)", "sketch_show_attack",
+                   "The smallest change of the pixels that makes the model read another digit "
+                   "(FGSM or PGD)."):
+        return
+    st.caption("Every pixel may move by at most ε (in 0–255 grey levels). FGSM takes one step "
+               "along the gradient that most changes the reading; PGD takes ten smaller steps.")
+    c1, c2 = st.columns(2)
+    method = c1.radio("Attack", ["fgsm", "pgd"], horizontal=True, key="sketch_attack_method",
+                      format_func=lambda m: {"fgsm": "FGSM (one step)",
+                                             "pgd": "PGD (10 steps)"}[m])
+    wanted = c2.selectbox("Make it read", [ANY] + [str(d) for d in range(10)],
+                          key="sketch_attack_target")
+    target = None if wanted == ANY else int(wanted)
+    least = sketch_helpers.smallest_attack(ref, pre.image, method, target)
+    goal = "read another digit" if target is None else f"read {target}"
+    if least.success:
+        st.markdown(f"The smallest ε that makes it {goal}: **{least.epsilon:.0f}** of 255.")
+    else:
+        st.markdown(f"No ε up to 255 makes it {goal} with {method.upper()}.")
+    # A new drawing, attack or target starts at its smallest epsilon; the slider explores.
+    found = (method, target, least.epsilon)
+    if st.session_state.get("sketch_eps_found") != found or "sketch_eps" not in st.session_state:
+        st.session_state["sketch_eps_found"] = found
+        _snap_epsilon(least.epsilon)
+    e1, e2 = st.columns([4, 1], vertical_alignment="bottom")
+    epsilon = e1.slider("ε (0–255 grey levels)", 0, 255, key="sketch_eps")
+    e2.button("Smallest ε", key="sketch_eps_snap", on_click=_snap_epsilon, args=(least.epsilon,),
+              help="Set ε to the smallest value that fools the model.")
+    adv = sketch_helpers.attack(ref, pre.image, epsilon, method, target)
+    before, after = sketch_helpers.read(ref, adv.original), sketch_helpers.read(ref, adv.adversarial)
+    i1, i2, i3 = st.columns(3)
+    i1.image(components.enlarge(adv.original, 168), width=168,
+             caption=f"original: read as {before.describe()}")
+    i2.image(components.enlarge(sketch_helpers.perturbation_picture(adv.perturbation, epsilon),
+                                168), width=168,
+             caption=f"perturbation ×{255 / (2 * epsilon):.1f} (grey: unchanged)"
+             if epsilon else "perturbation (none at ε = 0)")
+    i3.image(components.enlarge(adv.adversarial, 168), width=168,
+             caption=f"adversarial (ε = {epsilon}): read as {after.describe()}")
+    if adv.success:
+        st.success(f"At ε = {epsilon} the model reads {adv.adversarial_digit} instead of "
+                   f"{adv.original_digit}.", icon=":material/warning:")
+    else:
+        st.info(f"At ε = {epsilon} the model still reads {adv.adversarial_digit}.")
+
+
 @st.fragment
 def workbench(ref, source: str, example: int | None) -> None:
-    """Input on the left, prediction on the right, details below. A fragment: a stroke, an
-    upload or a slider reruns only this part of the page."""
+    """Input on the left, the reading on the right, the sections below. A fragment: a stroke,
+    an upload or a slider reruns only this part of the page; each section is a fragment of its
+    own, off (and not computed) until it is switched on."""
     left, right = st.columns([5, 6], gap="large")
     with left:
         if source == DRAW:
@@ -237,18 +323,21 @@ def workbench(ref, source: str, example: int | None) -> None:
         else:
             (pre, prep_ms), hint = example_input(example), DRAW_HINT
     with right:
-        result = show_prediction(ref, pre, prep_ms, hint)
-    if result is None:
+        reading = show_prediction(ref, pre, prep_ms, hint)
+    if reading is None:
         return
-    digit, probs = result
-    show_steps(pre)
-    show_explanation(ref, pre, digit)
-    show_robustness(ref, pre, digit, probs)
+    st.divider()
+    steps_section(pre)
+    explanation_section(ref, pre, reading.digit)
+    robustness_section(ref, pre, reading.digit, reading.calibrated)
+    adversarial_section(ref, pre)
 
 
-# The predicted digit is the page's headline: much larger than a metric's usual value.
-BIG_DIGIT_CSS = """<style>
-.st-key-sketch_prediction [data-testid="stMetricValue"] { font-size: 6rem; line-height: 1.1; }
+# The predicted digit is the page's headline: much larger than a metric's usual value. The
+# probability bars' styles come along, sent once per page run rather than on every stroke.
+BIG_DIGIT_CSS = f"""<style>
+.st-key-sketch_prediction [data-testid="stMetricValue"] {{ font-size: 6rem; line-height: 1.1; }}
+{sketch_helpers.PROBS_CSS}
 </style>"""
 
 
@@ -268,8 +357,9 @@ def render() -> None:
     with c2:
         source = pick_source(waiting_example())
     try:
-        # Load the model now, not on the first stroke: the first reading must feel instant too.
-        sketch_helpers.predictor(ref)
+        # Load the model and its trust checks now, not on the first stroke: the first reading
+        # must feel instant too.
+        sketch_helpers.reader(ref)
     except RunError as e:  # deleted or damaged since the picker listed it
         st.error(str(e))
         return
