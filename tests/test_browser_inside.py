@@ -3,7 +3,8 @@
 With the shipped starter model (an empty run store, so it is the only model), an empty canvas
 shows guidance; a vertical stroke drawn with the mouse is read as 1 and every feature-map layer
 appears as a tiled picture; the "One pixel's arithmetic" tab then writes one pixel out and says
-that it matches the model's own value. The time from mouse-up to the answer on the page is
+that it matches the model's own value; "What a channel looks for" computes its top 9 images in
+the background and shows them. The time from mouse-up to the answer on the page is
 measured in the browser and printed (run with `-s`), not asserted; it includes the canvas
 component's own 200 ms debounce.
 
@@ -90,4 +91,13 @@ def test_a_stroke_shows_the_feature_maps_and_the_arithmetic(starter_only, start_
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+    # What a channel looks for: computed in a background thread (the page says so and polls),
+    # then the 9 test images appear. The sidecar goes to the session's DIGITREC_CACHE_DIR.
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.get_by_role("tab", name="What a channel looks for").click()
+    top = page.locator('[data-testid="stImage"]').filter(has_text="peak ")
+    top.nth(8).wait_for(timeout=180_000)
+    assert top.count() == 9
     assert page.locator('[data-testid="stException"]').count() == 0

@@ -263,6 +263,14 @@ def test_softmax_slider_redistributes_probability(starter):
     if isinstance(y, dict):
         y = np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"])
     assert np.allclose(y, inside.softmax([5.0, 1.0, 0.1]), atol=1e-9)
+    # from the model's own answer for the image on screen: its ten classes, its probabilities
+    at.radio(key="inside_softmax_from").set_value("this image's answer").run()
+    at.selectbox(key="inside_softmax_index").set_value(7).run()
+    bars = json.loads(next(c for c in at.get("plotly_chart") if c.key == "inside_softmax_bars").proto.spec)
+    assert bars["data"][0]["x"] == [str(d) for d in range(10)]
+    scores = np.array(at.session_state["inside_scores"])
+    slider = at.slider(key="inside_softmax_value_this image's answer_7")
+    assert slider.value == pytest.approx(np.clip(round(float(np.log(max(scores[7], 1e-12))), 1), -6, 8))
     at.toggle(key="inside_slopes").set_value(True).run()
     curves = json.loads(next(c for c in at.get("plotly_chart") if c.key == "inside_curves").proto.spec)
     assert [t["name"] for t in curves["data"]][:2] == ["relu", "slope of relu"]
@@ -393,6 +401,7 @@ def test_helpers_pager_strip_and_outline():
     z = inside_helpers.STRIP_ZOOM
     assert picture.shape == (2 * z, 64 * z, 3) and picture.dtype == np.uint8
     assert (picture[-1, -1] == (128, 128, 128)).all()  # past the last unit: the gap's grey
+    assert inside_helpers.strip(np.zeros(4704, np.float32), scale).shape == (74 * z // 2, 64 * z // 2, 3)
     framed = inside_helpers.outline(np.zeros((10, 10, 3), np.uint8), 1, 1, 8, 8)
     assert (framed[1, 1:9] == inside_helpers.MARK_RGB).all() and not framed[4, 4].any()
     assert not framed[0].any() and (framed[8, 1:9] == inside_helpers.MARK_RGB).all()

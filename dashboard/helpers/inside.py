@@ -29,7 +29,7 @@ from digitrec.inside.grids import GAP_RGB
 PER_PAGE = 16          # feature maps per page of a big layer
 COLUMNS = 8            # tiles per row
 STRIP_ROW = 64         # units per row of a dense layer's strip
-STRIP_ZOOM = 8         # pixels per unit in the strip
+STRIP_ZOOM = 8         # pixels per unit in the strip (half that past 8 rows)
 STRONGEST = "strongest"
 TOP_K = 9
 TOP_LIMIT: int | None = None   # test images scanned for the top 9 (None: the whole split; tests set it)
@@ -102,7 +102,8 @@ def strip(values: np.ndarray, scale: inside.ColourScale) -> np.ndarray:
     rgb = np.full((rows * per_row, 3), GAP_RGB, np.uint8)
     rgb[:len(v)] = scale.to_rgb(v)
     rgb = rgb.reshape(rows, per_row, 3)
-    return rgb.repeat(STRIP_ZOOM, axis=0).repeat(STRIP_ZOOM, axis=1)
+    zoom = STRIP_ZOOM if rows <= 8 else STRIP_ZOOM // 2   # a flattened layer: thousands of units
+    return rgb.repeat(zoom, axis=0).repeat(zoom, axis=1)
 
 
 def colour_bar(scale: inside.ColourScale, width: int = 256, height: int = 10) -> np.ndarray:

@@ -451,13 +451,19 @@ def curves_section(names: list[str]) -> None:
             st.caption(inside.CURVE_NOTES[name])
     with c2:
         scores = st.session_state.get("inside_scores")
-        options = ["the notebook's example"] + (["this image's answer"] if scores else [])
-        start = st.radio("Start from", options, key="inside_softmax_from", horizontal=True)
+        start = st.radio("Start from", ["the notebook's example", "this image's answer"],
+                         key="inside_softmax_from", horizontal=True,
+                         help="The image's answer: scores whose softmax is the model's "
+                              "probabilities for the input above (as it was when this panel "
+                              "was last drawn; move a slider to update).")
         if start == "this image's answer" and scores:
             logits = inside.logits_from_probabilities(scores)
             labels = list(names)
         else:
+            if start == "this image's answer":
+                st.caption("Draw or pick an image above first; meanwhile, the notebook's example.")
             logits, labels = np.array([2.0, 1.0, 0.1]), ["a", "b", "c"]
+        _clamp("inside_softmax_index", len(labels) - 1)
         index = st.selectbox("Move the score of", range(len(labels)), key="inside_softmax_index",
                              format_func=lambda i: labels[i])
         index = min(int(index), len(labels) - 1)
