@@ -76,6 +76,7 @@ def test_softmax_exports_tflite_and_onnx_once_each_with_their_check(run_home, ex
     assert (run_id, fmt) == (config.key(), "tflite")
     assert done.data[4:8] == b"TFL3"  # a TFLite flatbuffer's identifier
     assert any(d.startswith("Download TFLite") for d in downloads(at))
+    assert "model_export_tflite" not in [b.key for b in at.button]  # the download replaced it
     assert f"Verified: 10000 mnist test images: {VERIFIED}" in captions(at)
 
     at.run()  # a rerun (any widget) converts nothing again: the download comes from the cache

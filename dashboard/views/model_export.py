@@ -41,11 +41,14 @@ def export_button(ref: shared.RunRef, fmt: str) -> None:
     """One format: "Prepare", then a download button with the verification summary."""
     asked = st.session_state.setdefault(ASKED, {})
     if asked.get((ref, fmt), "") is not None:  # not asked yet, or it failed: (re)try
-        if st.button(f"Prepare {LABELS[fmt]}", key=f"model_export_{fmt}",
-                     icon=":material/build:", help=f"{LABELS[fmt]}: {WHAT[fmt]}."):
+        slot = st.empty()
+        if slot.button(f"Prepare {LABELS[fmt]}", key=f"model_export_{fmt}",
+                       icon=":material/build:", help=f"{LABELS[fmt]}: {WHAT[fmt]}."):
             _prepare(ref, fmt)
+            if asked[(ref, fmt)] is None:
+                slot.empty()  # ready: the download button takes its place
     if (ref, fmt) not in asked:
-        st.caption(WHAT[fmt].capitalize() + ".")
+        st.caption(WHAT[fmt][0].upper() + WHAT[fmt][1:] + ".")
         return
     if asked[(ref, fmt)] is not None:
         st.error(asked[(ref, fmt)], icon=":material/error:")
