@@ -6,6 +6,7 @@ A fresh store (tmp DIGITREC_HOME, nothing trained) still holds the shipped start
 suspect ranking and the calibration are read from its stored test predictions. The robustness
 comparison needs a second run: a tiny softmax trained once per module (500 images, 1 epoch).
 """
+import json
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ def test_suspects_of_a_fresh_store_gallery_counts_marks_and_csv(run_home, monkey
     assert any("not proof" in i.value for i in at.info)  # the explanatory sentence
     assert "err_sus_counts" in chart_keys(at)
     counts = next(c for c in at.get("plotly_chart") if c.key == "err_sus_counts")
-    assert f'"y":{expected.class_counts(12).tolist()}'.replace(" ", "") in counts.proto.spec.replace(" ", "")
+    assert json.loads(counts.proto.spec)["data"][0]["y"] == expected.class_counts(12).tolist()
     assert len(at.get("image")) == 12  # the gallery, most suspect first
     shown = [m.value for m in at.markdown if m.value.startswith("**#")]
     assert shown[0] == f"**#{top[0].index}** given **{top[0].label}** → suggested **{top[0].suggested}**"
@@ -262,3 +263,21 @@ def test_the_training_split_job_is_started_on_the_button_and_its_progress_shown(
     assert bar.proto.value == 40 and "Fold 2/4" in bar.proto.text
     at.button(key="err_sus_cv_cancel").click().run()
     assert RunningCrossValidation.cancelled
+
+
+def test_fashion_mnist_suspects_use_class_names(tmp_path, monkeypatch, fashion_mnist):
+    RunStore(tmp_path).train_now(TrainConfig(dataset="fashion-mnist", family="softmax", epochs=1,
+                                             train_limit=500, batch_size=64))
+    monkeypatch.setenv("DIGITREC_HOME", str(tmp_path))
+    names = list(digitrec.dataset_info("fashion-mnist").class_names)
+    top = find_suspects("fashion-mnist", "test", RunStore(tmp_path)).top(12)
+    at = page(dataset="fashion-mnist", err_tab=SUSPECTS)
+    shown = [m.value for m in at.markdown if m.value.startswith("**#")]
+    assert shown[0] == (f"**#{top[0].index}** given **{names[top[0].label]}** → suggested "
+                        f"**{names[top[0].suggested]}**")
+    counts = next(c for c in at.get("plotly_chart") if c.key == "err_sus_counts")
+    assert json.loads(counts.proto.spec)["data"][0]["x"] == names
+    assert not [b for b in at.button if b.key.startswith("err_sus_sketch_")]  # digits only
+    at.session_state["err_tab"] = CALIBRATION
+    at.run()
+    assert {"ECE before", "ECE after"} <= set(metrics(at))
