@@ -153,6 +153,10 @@ http {{
         listen {listen};
         server_name _;
         client_max_body_size {MAX_BODY};
+        # Bodies and answers stay in memory, never in temp files: nginx's workers run as an
+        # unprivileged user, who may not reach a run folder inside a private (0700) folder.
+        client_body_buffer_size {MAX_BODY};
+        proxy_max_temp_file_size 0;
 
         location / {{
             proxy_pass http://$digitrec_upstream;
