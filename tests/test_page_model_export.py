@@ -233,6 +233,7 @@ def test_train_without_the_suspects_then_compare_on_the_errors_page(run_home):
     assert f"**Without {len(FLIPPED)} suspects** · run `{other.run_id}`" in \
         "\n".join(m.value for m in at.markdown)
     assert "points against the run with every label" in captions(at)
+    assert "also differ in which images they saw" in captions(at)  # a quick lesson's caveat
     # The runs table says which run left images out.
     assert "300 − 20 suspects" in [str(v) for v in frame(at, "model_runs")["images"]]
 

@@ -44,7 +44,7 @@ def _cross_validation(store, dataset: str) -> bool:
         return False
     st.caption("Which training labels are suspect needs a cross-validation of the training split "
                f"first ({job.config.folds} quick `{job.config.family}` models, each predicting "
-               "the images it did not train on; about a minute of CPU per fold). It runs in the "
+               "the images it did not train on; about a minute of CPU in all). It runs in the "
                "background; the Errors page's *Suspect labels* tab shows the result."
                + (f" The last one is **{status}**." if status != "absent" else ""))
     if st.button("Find the training suspects", key="model_sus_cv", icon=":material/search:"):
@@ -109,6 +109,12 @@ def without_suspects_section(store, config: TrainConfig) -> None:
         return
     delta = (info.metrics["test_accuracy"] - base.metrics["test_accuracy"]) * 100
     st.caption(f"Test accuracy {delta:+.2f} points against the run with every label.")
+    if config.train_limit is not None:
+        # training._split_data leaves the suspects out first, then draws the subset: another
+        # draw, so the two quick lessons differ by more than the suspects.
+        st.caption(f"A quick lesson draws its {config.train_limit:,} images again from what "
+                   "is left, so these two runs also differ in which images they saw: for a "
+                   "fair test of the suspects, compare runs on all training images.")
     if st.button("Compare the two runs on the Errors page", key="model_sus_compare",
                  icon=":material/compare_arrows:", on_click=_compare,
                  args=(base.run_id, info.run_id)):
