@@ -2,9 +2,10 @@
 
 Pick a run; click a cell of the confusion matrix to see those digits in the gallery; click a
 digit to see which pixels drove the answer (saliency, Grad-CAM, occlusion); compare two runs
-digit by digit with McNemar's test; project the test digits to 2-D, as pixels and as the model
-sees them; rank the dataset's suspect labels (views/errors_suspects.py); see how well the
-run's confidence is calibrated and how hard it is to fool (views/errors_calibration.py).
+digit by digit with McNemar's test (views/errors_compare.py); project the test digits to 2-D,
+as pixels and as the model sees them; rank the dataset's suspect labels
+(views/errors_suspects.py); see how well the run's confidence is calibrated and how hard it
+is to fool (views/errors_calibration.py).
 Numbers come from `digitrec` through `dashboard/helpers/errors.py` (cached, with the figures;
 errors_trust.py for the last two tabs); this file lays them out. Runs alone too:
 `streamlit run dashboard/views/errors.py`.
@@ -35,14 +36,17 @@ from dashboard.helpers.errors import (  # noqa: E402
     index_from_selection,
     page_bounds,
 )
-from dashboard.views import errors_calibration, errors_suspects  # noqa: E402
+from dashboard.views import (  # noqa: E402  (tabs whose bodies are modules of their own)
+    errors_calibration,
+    errors_compare,
+    errors_suspects,
+)
 from digitrec import evaluation  # noqa: E402
 
 TABS = ("Errors", "Why did it say that?", "Per class", "Compare two runs", "Embedding",
         "Suspect labels", "Calibration")
 ERRORS, WHY, PER_CLASS, COMPARE, EMBEDDING, SUSPECTS, CALIBRATION = TABS
 PER_PAGE = (16, 32, 64)
-COMPARE_SHOWN = 24  # digits per fixed/broken gallery
 SKETCH_PAGE = Path(__file__).with_name("sketch.py")
 
 
@@ -262,51 +266,6 @@ def per_class_tab(labels, probs, names) -> None:
     right.plotly_chart(fig, key="err_per_class_chart")
 
 
-def compare_tab(ref_a, runs, dataset: str, images, labels, probs_a, names) -> None:
-    others = [r for r in runs if r.run_id != ref_a.run_id]
-    if not others:
-        st.info("There is only one run of this dataset. Train another model (say an MLP and a "
-                "CNN) to see which digits one fixes and the other breaks.")
-        return
-    run_b = components.run_picker(others, "err_run_b", "Compare with run B",
-                                  help="Run A is the run picked above.")
-    ref_b = shared.ref_of(run_b)
-    probs_b = errors_helpers.test_probabilities(ref_b)
-    if probs_b.shape != probs_a.shape:
-        st.error(f"Run B has predictions for {len(probs_b):,} digits and run A for "
-                 f"{len(probs_a):,}: they were not evaluated on the same test set.")
-        return
-    diff = errors_helpers.comparison(ref_a, ref_b, labels, "A", "B")
-    c = st.columns(5)
-    c[0].metric("Accuracy A → B", f"{diff.accuracy_b:.2%}",
-                delta=f"{(diff.accuracy_b - diff.accuracy_a) * 100:+.2f} points")
-    c[1].metric("B fixes", f"{diff.n_fixed:,}", help="A wrong, B right")
-    c[2].metric("B breaks", f"{diff.n_broken:,}", help="A right, B wrong")
-    c[3].metric("Both wrong", f"{diff.n_both_wrong:,}")
-    c[4].metric("Both right", f"{diff.n_both_right:,}")
-    significant = diff.p_value < 0.05 and diff.n_fixed + diff.n_broken > 0
-    shout = st.success if significant and diff.n_fixed > diff.n_broken else (
-        st.warning if significant else st.info)
-    shout(f"**McNemar's test** ({diff.method}): {diff.verdict}")
-    st.caption("McNemar's test looks only at the digits the two runs disagree on: if neither run "
-               "were better, each of those would be a coin flip between them.")
-    pred_a, pred_b = probs_a.argmax(axis=1), probs_b.argmax(axis=1)
-    for title, key, indices, confidence in (
-            ("Fixed by B", "err_cmp_fixed", diff.fixed, probs_a.max(axis=1)),
-            ("Broken by B", "err_cmp_broken", diff.broken, probs_b.max(axis=1))):
-        st.subheader(f"{title}: {len(indices):,} digits")
-        if not len(indices):
-            st.caption("None.")
-            continue
-        # The most confident wrong answers first: A's for fixed digits, B's for broken ones.
-        shown = indices[np.argsort(-confidence[indices], kind="stable")][:COMPARE_SHOWN]
-        titles = [f"#{i} · true {names[labels[i]]}<br>A {names[pred_a[i]]} → B {names[pred_b[i]]}"
-                  for i in shown]
-        st.plotly_chart(components.digit_grid(images[shown], titles, columns=12, cell_px=100), key=key)
-        if len(indices) > COMPARE_SHOWN:
-            st.caption(f"The {COMPARE_SHOWN} most confident of {len(indices):,}.")
-
-
 def embedding_tab(ref, dataset: str, images, labels, probs, names) -> None:
     st.markdown("Each dot is a test digit placed so that similar digits land close together: "
                 "on the left by their raw pixels, on the right by what the model's last hidden "
@@ -382,9 +341,8 @@ def render() -> None:
         ERRORS: lambda: errors_tab(ref, dataset, images, labels, probs, names),
         WHY: lambda: why_tab(ref, dataset, images, labels, probs, names),
         PER_CLASS: lambda: per_class_tab(labels, probs, names),
-        COMPARE: lambda: compare_tab(ref, runs, dataset, images, labels, probs, names),
+        COMPARE: lambda: errors_compare.render(ref, runs, images, labels, probs, names),
         EMBEDDING: lambda: embedding_tab(ref, dataset, images, labels, probs, names),
-        # Their bodies are modules of their own (views/errors_suspects.py, errors_calibration.py).
         SUSPECTS: lambda: errors_suspects.render(dataset, runs, names),
         CALIBRATION: lambda: errors_calibration.render(ref, runs),
     }
