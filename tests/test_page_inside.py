@@ -232,6 +232,22 @@ def test_empty_canvas_shows_guidance_and_a_stroke_is_read(starter, starter_model
     assert canvas.calls[-1]["key"] == "inside_canvas_1"
 
 
+def test_an_upload_is_read_and_a_bad_one_explained(starter, starter_model):
+    images, _ = load_dataset("mnist", "test")
+    at = page({"inside_source": "Upload an image"})
+    assert any("Upload a PNG or JPEG" in i.value for i in at.info) and answer(at) is None
+    paper = Image.fromarray(255 - images[0]).resize((140, 140), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    paper.save(buf, format="PNG")  # a 7, dark ink on white paper, at 5x MNIST's size
+    at.file_uploader(key="inside_upload").set_value(("seven.png", buf.getvalue(), "image/png")).run()
+    assert not at.exception, [e.message for e in at.exception]
+    from digitrec.preprocess import decode_upload, to_mnist
+    acts = inside.layer_outputs(starter_model, to_mnist(decode_upload(buf.getvalue())).image)
+    assert answer(at) == str(int(np.argmax(acts.probabilities)))
+    at.file_uploader(key="inside_upload").set_value(("x.png", b"not an image", "image/png")).run()
+    assert not at.exception and "not a PNG or JPEG" in at.error[0].value and answer(at) is None
+
+
 def test_a_damaged_run_shows_the_error_and_the_rest_still_works(starter, tmp_path):
     home = tmp_path / "runs"
     home.mkdir(parents=True, exist_ok=True)
@@ -386,6 +402,25 @@ def test_a_fashion_mnist_run_speaks_of_clothes(tmp_path, monkeypatch, fashion_mn
     assert any("no convolution" in i.value for i in at.info)
     rerun(at, inside_tab="Weights")
     assert [c for c in image_captions(at) if c in names] == names
+
+
+def test_an_mlp_shows_its_hidden_units_as_templates(tmp_path, monkeypatch):
+    home = tmp_path / "mlp-runs"
+    run = RunStore(home).train_now(TrainConfig.for_family("mlp", epochs=1, train_limit=256,
+                                                          batch_size=64))
+    monkeypatch.setenv("DIGITREC_HOME", str(home))
+    at = page({"inside_run": run.run_id, "inside_source": "Test image", "inside_tab": "Weights"})
+    model = RunStore(home).load(run.run_id).model()
+    templates = inside.dense_templates(model)
+    assert templates.images.shape == (32, 28, 28)
+    assert "units " + ", ".join(map(str, range(16))) in image_captions(at)
+    rerun(at, inside_template_page="16–31")
+    assert "units " + ", ".join(map(str, range(16, 32))) in image_captions(at)
+    assert not any(c.startswith("filter ") for c in image_captions(at))  # no convolution
+    # every layer: dense layers as strips, no feature maps
+    rerun(at, inside_tab="Every layer")
+    assert not [c for c in image_captions(at) if c.startswith("channels ")]
+    assert any(c.startswith("32 values, 64 to a row") for c in image_captions(at))
 
 
 def test_helpers_pager_strip_and_outline():
