@@ -383,6 +383,26 @@ def test_top_images_are_computed_in_the_background(starter, monkeypatch):
         float(acts.layer(layer).activation[..., 2].max()), rel=1e-4)
 
 
+def test_top_images_that_cannot_be_stored_are_still_shown(starter, monkeypatch):
+    from digitrec.inside import top as top_module
+
+    def refuse(path, data):
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(top_module, "atomic_write_bytes", refuse)
+    monkeypatch.setattr(inside_helpers, "TOP_LIMIT", 120)
+    at = page({"inside_source": "Test image", "inside_tab": "What a channel looks for",
+               "inside_top_layer": "stem_conv"})
+    ref = shared.ref_of(starter)
+    deadline = time.monotonic() + 120
+    while inside_helpers.top_ready(ref, "stem_conv") is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert inside_helpers.top_stored(ref, "stem_conv") is None  # nothing on disk ...
+    rerun(at)
+    assert len([c for c in image_captions(at) if c.startswith("#")]) == 9  # ... still shown
+    assert not at.error
+
+
 def test_a_fashion_mnist_run_speaks_of_clothes(tmp_path, monkeypatch, fashion_mnist):
     home = tmp_path / "fashion-runs"
     run = RunStore(home).train_now(TrainConfig(dataset="fashion-mnist", family="softmax",

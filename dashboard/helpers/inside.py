@@ -221,9 +221,19 @@ def _top_key(ref: RunRef, layer: str) -> tuple:
     return (ref.root, ref.run_id, ref.created, layer, TOP_LIMIT)
 
 
-def top_ready(ref: RunRef, layer: str):
-    """The stored top-9 answer for this layer, or None (never computes)."""
+def top_stored(ref: RunRef, layer: str):
+    """The top-9 answer for this layer as stored on disk, or None (never computes)."""
     return inside.cached_top_activating(run_of(ref), layer, TOP_K, limit=TOP_LIMIT)
+
+
+def top_ready(ref: RunRef, layer: str):
+    """The top-9 answer for this layer, or None (never computes): from disk, or from the
+    background computation that finished but could not write it (a read-only cache)."""
+    found = top_stored(ref, layer)
+    if found is None:
+        with _TOP_LOCK:
+            found = (_TOP_JOBS.get(_top_key(ref, layer)) or {}).get("result")
+    return found
 
 
 def top_progress(ref: RunRef, layer: str) -> dict | None:
@@ -254,14 +264,16 @@ def start_top(ref: RunRef, layer: str) -> None:
 
     def work() -> None:
         try:
-            inside.top_activating(run, layer, TOP_K, limit=TOP_LIMIT, model=model,
-                                  progress=progress)
+            top = inside.top_activating(run, layer, TOP_K, limit=TOP_LIMIT, model=model,
+                                        progress=progress)
         except Exception as e:  # noqa: BLE001 - shown on the page, not lost in a thread
             with _TOP_LOCK:
                 job["error"] = f"{type(e).__name__}: {e}"
             return
         with _TOP_LOCK:
             job["finished"] = time.time()
+            if top is not None and top.path is None:
+                job["result"] = top   # not written to disk: kept here (a [channels, 9] array)
 
     threading.Thread(target=work, name=f"inside-top-{layer}", daemon=True).start()
 

@@ -390,7 +390,8 @@ def top_tab(ref, dataset: str, acts, names: list[str]) -> None:
 def _top_waiting(ref, layer: str) -> None:
     """Polled every second while the top images are computed in the background."""
     if inside_helpers.top_ready(ref, layer) is not None:
-        inside_helpers.forget_top(ref, layer)
+        if inside_helpers.top_stored(ref, layer) is not None:
+            inside_helpers.forget_top(ref, layer)   # on disk now: nothing left to track
         st.rerun()
     p = inside_helpers.top_progress(ref, layer) or {}
     if p.get("error"):
