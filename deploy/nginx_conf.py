@@ -40,6 +40,7 @@ import pwd
 from pathlib import Path
 
 COOKIE = "digitrec_backend"
+PROBE_PATH = "/_digitrec/proxy-health"  # nginx answers it itself, with the token of its start
 # Streamlit's maxUploadSize is 10 MB (.streamlit/config.toml); nginx's default of 1 MB would
 # refuse run zips before Streamlit sees them.
 MAX_BODY = "12m"
@@ -71,13 +72,16 @@ def _worker_user() -> str:
     return ""
 
 
-def render(listen: str, backends: list[str], run_dir: Path) -> str:
-    """The whole nginx.conf for `backends` ("IP:PORT" each), served on `listen` ("HOST:PORT").
+def render(listen: str, backends: list[str], run_dir: Path, token: str = "ok") -> str:
+    """The whole nginx.conf for `backends` ("IP:PORT" each), served on `listen` ("HOST:PORT");
+    PROBE_PATH answers `token` (letters and digits), so a supervisor knows it is this nginx.
 
     Every path nginx writes (pid, logs, request-body and proxy temp files) is under `run_dir`,
     so it needs nothing under /var and runs beside a system nginx without touching it.
     """
     backends = [check_address(b) for b in backends]
+    if not token.isalnum():
+        raise ValueError(f"token {token!r} must be letters and digits")
     if not backends:
         raise ValueError("no backend to proxy to")
     run = Path(run_dir).resolve()
@@ -157,6 +161,12 @@ http {{
         # unprivileged user, who may not reach a run folder inside a private (0700) folder.
         client_body_buffer_size {MAX_BODY};
         proxy_max_temp_file_size 0;
+
+        location = {PROBE_PATH} {{
+            access_log off;
+            default_type text/plain;
+            return 200 "{token}";
+        }}
 
         location / {{
             proxy_pass http://$digitrec_upstream;

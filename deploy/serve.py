@@ -99,9 +99,9 @@ class Child:
     argv: list[str]
     env: dict
     log: Path
-    health_url: str = ""        # answers "ok" once a worker serves; "" for nginx
+    health_url: str             # answers `expect` once the child serves
+    expect: bytes = b"ok"       # a worker's health check says "ok"; nginx says this start's token
     port: int = 0               # a worker's port, or the one nginx listens on
-    host: str = "127.0.0.1"     # where to probe nginx
     process: subprocess.Popen | None = None
     started: float = 0.0
     restarts: int = 0
@@ -120,16 +120,11 @@ class Child:
         self.started, self.ready, self.restart_at = time.monotonic(), False, 0.0
 
     def answers(self) -> bool:
-        """A worker's health check says "ok"; nginx accepts connections on its port."""
-        if not self.health_url:
-            try:
-                socket.create_connection((self.host, self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
+        """The child's health URL answers what it should (for nginx, a token of this start:
+        another server already on the port does not pass for ours)."""
         try:
             with _LOCAL.open(self.health_url, timeout=2) as resp:
-                return resp.status == 200 and resp.read().strip() == b"ok"
+                return resp.status == 200 and resp.read().strip() == self.expect
         except OSError:
             return False
 
@@ -176,7 +171,7 @@ class Supervisor:
                 self.write_status()
             if not self.announced and all(c.ready for c in self.children):
                 self.announced = True
-                workers = sum(bool(c.health_url) for c in self.children)
+                workers = sum(c.name != "nginx" for c in self.children)
                 print(f"digitrec serve: {self.url} ({workers} dashboard process"
                       f"{'es' if workers > 1 else ''}; run store {self.home}; logs and serve.json in "
                       f"{self.run_dir}). Ctrl-C stops.", flush=True)
@@ -273,10 +268,12 @@ def build(args, run_dir: Path) -> Supervisor:
                          "or `make nginx` as root), or pass --nginx PATH")
     backends = [f"127.0.0.1:{p}" for p in ports] + list(args.remote)
     listen = f"{args.address}:{args.port}"
-    nginx_conf.prepare(run_dir, nginx_conf.render(listen, backends, run_dir))
+    token = secrets.token_hex(8)
+    nginx_conf.prepare(run_dir, nginx_conf.render(listen, backends, run_dir, token))
     shown = "127.0.0.1" if args.address in ("0.0.0.0", "") else args.address
     children.append(Child("nginx", nginx_conf.command(nginx, run_dir), dict(os.environ),
-                          run_dir / "nginx.log", port=args.port, host=shown))
+                          run_dir / "nginx.log", port=args.port, expect=token.encode(),
+                          health_url=f"http://{shown}:{args.port}{nginx_conf.PROBE_PATH}"))
     sup = Supervisor(children, run_dir, f"http://{shown}:{args.port}", home)
     sup.info["backends"] = backends
     return sup
