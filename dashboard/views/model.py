@@ -4,6 +4,9 @@ Training never runs in this script: "Train" hands the configuration to the run s
 (`RunStore.submit`), which starts a worker process, and a fragment polls the job's progress
 every second. The settings live in the URL's query parameters, so a reload, a second tab or a
 shared link rebuilds the same configuration, and with it finds the same job or stored run.
+Sections with modules of their own: the augmentation preview (views/model_augment.py), training
+without the suspect labels (views/model_suspects.py), the TFLite / ONNX / SavedModel exports
+(views/model_export.py).
 """
 import re
 
