@@ -35,7 +35,7 @@ def rows_from_bundle() -> list[dict]:
     print(f"bundle built {index.get('built')} on {index.get('machine')}")
     out = []
     for row in index["models"]:
-        out.append(dict(row, wall=None, cpu=None))
+        out.append(dict(row, wall=None, cpu=row.get("train_cpu_seconds")))
     return out
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="retrain every preset here")
     args = parser.parse_args()
     rows = rows_trained() if args.train else rows_from_bundle()
-    print(f"\n{'step':>4}  {'model':<12} {'preset':<34} {'seconds':>8} {'wall s':>7} "
+    print(f"\n{'step':>4}  {'model':<12} {'preset':<40} {'seconds':>8} {'wall s':>7} "
           f"{'cpu s':>7} {'accuracy':>9} {'notebook':>9}")
     total = 0.0
     for row in rows:
@@ -70,7 +70,7 @@ def main() -> None:
         total += row["wall"] if row.get("wall") else seconds
         wall = f"{row['wall']:.0f}" if row.get("wall") else "-"
         cpu = f"{row['cpu']:.0f}" if row.get("cpu") else "-"
-        print(f"{step_number(row['family']):>4}  {row['family']:<12} {row['preset']:<34} "
+        print(f"{step_number(row['family']):>4}  {row['family']:<12} {row['preset']:<40} "
               f"{seconds:>8.1f} {wall:>7} {cpu:>7} {row['accuracy']:>9.4f} "
               f"{row['notebook_accuracy']:>9.4f}")
     print(f"\nall six: {total / 60:.1f} minutes; load average now {os.getloadavg()[0]:.1f} "

@@ -80,7 +80,8 @@ def test_game_score_counts(run_home):
     probs = run.test_probabilities()
     # Round 1: guess the model's own answer (right); round 2: guess another digit (wrong).
     for expected, right in (("1 of 1", True), ("1 of 2", False)):
-        index = int(at.image[0].caption.split("#")[1])
+        index = int(next(c.value for c in at.caption if c.value.startswith("Test digit #"))
+                    .split("#")[1])
         answer = int(np.argmax(probs[index]))
         guess = answer if right else (answer + 1) % 10
         at.radio[0].set_value(guess).run()
@@ -102,3 +103,14 @@ def test_score_guess_and_game_digits():
     picked = lesson.game_digits(labels, probs, count=10)
     assert len(set(picked.tolist())) == 10
     assert (probs[picked].argmax(1) != labels[picked]).sum() >= 5  # mostly hard ones
+
+
+def test_without_the_bundle_a_model_step_offers_training_and_fashion_never_errors(
+        run_home, tmp_path, monkeypatch):
+    from digitrec import runs
+    monkeypatch.setattr(runs, "LESSON_RUNS_DIR", tmp_path / "no-bundle")
+    at = page(lesson.step_index("cnn_bn"))
+    assert at.button(key="lesson_train_cnn_bn").label == "Train this step's model"
+    assert not [m for m in at.metric if m.label == "Test accuracy"]
+    at = page(lesson.step_index("transfer"))  # files present or not: no error either way
+    assert not at.error

@@ -262,7 +262,8 @@ def game() -> None:
     answer = int(np.argmax(probs))
     right, played = st.session_state.setdefault("lesson_game_score", (0, 0))
     c = st.columns([1, 2])
-    c[0].image(components.enlarge(images[index], 168, invert=True), caption=f"test digit #{index}")
+    c[0].image(components.enlarge(images[index], 168, invert=True))
+    c[0].caption(f"Test digit #{index}")
     revealed = st.session_state.get("lesson_game_revealed")
     with c[1]:
         st.metric("Score", f"{right} of {played}")

@@ -90,7 +90,8 @@ def build(out: Path, store, tiny: bool = False, log=sys.stderr) -> dict:
         keep.add(run.run_id)
         acc = run.metrics["test_accuracy"]
         row = dict(family=family, run_id=run.run_id, preset=lesson.preset_text(config),
-                   train_seconds=run.metrics.get("train_seconds"), accuracy=acc,
+                   train_seconds=run.metrics.get("train_seconds"),
+                   train_cpu_seconds=run.metrics.get("train_cpu_seconds"), accuracy=acc,
                    notebook_accuracy=models.FAMILIES[family].notebook_accuracy,
                    params=run.metrics.get("params"))
         index["models"].append(row)
@@ -130,9 +131,9 @@ def command(args) -> int:
     if args.json:
         print(json.dumps(index, indent=1))
     else:
-        print(f"{'model':<12} {'preset':<34} {'train s':>8} {'accuracy':>9} {'notebook':>9}")
+        print(f"{'model':<12} {'preset':<40} {'train s':>8} {'accuracy':>9} {'notebook':>9}")
         for row in index["models"]:
-            print(f"{row['family']:<12} {row['preset']:<34} {row['train_seconds'] or 0:>8.1f} "
+            print(f"{row['family']:<12} {row['preset']:<40} {row['train_seconds'] or 0:>8.1f} "
                   f"{row['accuracy']:>9.4f} {row['notebook_accuracy']:>9.4f}")
         print(f"bundle written to {out}")
     return 0
