@@ -4,7 +4,8 @@ With the shipped starter model (an empty run store, so it is the only model), a 
 stroke must read as 1 and a closed loop as 0. The time from mouse-up to the new prediction on
 the page is measured in the browser (performance.now() at the pointer's release and when the
 prediction's text changes) and printed, not asserted: run with `-s` to see it. It includes the
-canvas component's own 200 ms debounce before it sends the drawing.
+canvas component's own 200 ms debounce before it sends the drawing. A big zig-zag drawn with
+the mouse is no digit: the page must say "Not a digit" instead of a confident digit.
 
 Fixtures (start_dashboard, browser_page) come from tests/browser.py, registered in conftest.py.
 """
@@ -41,8 +42,21 @@ WATCH = """() => {
 }"""
 
 
+@pytest.fixture(scope="module")
+def starter_trust(tmp_path_factory):
+    """The starter's trust checks ("not a digit" detector, temperature), fitted once here into
+    the session's cache folder (DIGITREC_CACHE_DIR, which the servers inherit): fitting them
+    takes the page tens of seconds on a busy machine, beyond what a first page load waits."""
+    from digitrec import trust
+
+    store = RunStore(tmp_path_factory.mktemp("starter-trust"))
+    shipped = [i for i in store.list_runs("mnist") if i.shipped and i.status == "complete"]
+    assert shipped, "no complete starter run shipped in digitrec/starter"
+    trust.TrustReader(store.load(shipped[0].run_id))
+
+
 @pytest.fixture
-def starter_only(tmp_path):
+def starter_only(tmp_path, starter_trust):
     """An empty run store, so the shipped starter is the only model (the package carries one)."""
     home = tmp_path / "runs"
     shipped = [i for i in RunStore(home).list_runs("mnist") if i.shipped and i.status == "complete"]
@@ -115,12 +129,17 @@ def test_drawing_a_one_and_a_zero_with_the_mouse(starter_only, start_dashboard, 
     print(f"mouse-up to prediction: median {statistics.median(latencies):.0f} ms, "
           f"min {min(latencies):.0f}, max {max(latencies):.0f} (n={len(latencies)})")
 
-    # Everything below the prediction renders too: the steps, the explanations, the sweeps.
-    page.get_by_role("heading", name="What the model sees").wait_for()
+    # The calibrated probability bars (light HTML), and the sections: closed, and each opens.
+    columns = page.locator(".st-key-sketch_prediction .sk-probs .sk-col")
+    columns.nth(9).wait_for(state="attached")
+    assert columns.count() == 10
+    page.locator(".st-key-sketch_prediction").get_by_text("Calibrated probabilities").wait_for()
+    assert page.locator(".st-key-sketch_sweep").count() == 0  # not drawn until opened
+    for label in ("What the model sees", "Where the model looked", "How robust is the reading?"):
+        page.get_by_text(label, exact=True).click()
+    page.get_by_text("centre of mass to the centre").wait_for()
+    page.get_by_text("Saliency: the pixels").wait_for()
     page.locator(".st-key-sketch_sweep .js-plotly-plot").wait_for()
-    bars = page.locator(".st-key-sketch_probs .js-plotly-plot .barlayer .point")
-    bars.nth(9).wait_for(state="attached")  # attached: a bar of height ~0 is never "visible"
-    assert bars.count() == 10
     # Streamlit scrolls inside its main block, so a full-page shot needs a tall window instead.
     page.set_viewport_size({"width": 1400, "height": 2200})
     page.wait_for_timeout(500)
@@ -146,3 +165,32 @@ def test_drawing_a_one_and_a_zero_with_the_mouse(starter_only, start_dashboard, 
     value = page.locator('.st-key-sketch_prediction [data-testid="stMetricValue"]')
     value.wait_for()
     assert value.text_content().strip() == "1"
+
+
+def zigzag() -> list[tuple[float, float]]:
+    """A big zig-zag across the whole canvas, top to bottom: no digit looks like it."""
+    return [(30 + 220 * (k % 2), 30 + 22 * k) for k in range(11)]
+
+
+def test_a_scribble_reads_not_a_digit(starter_only, start_dashboard, browser_page):
+    page = browser_page
+    server = start_dashboard(env={"DIGITREC_HOME": str(starter_only)})
+    page.goto(server.url + "/sketch")
+    box = page.locator(".st-key-sketch_prediction")
+    box.get_by_text("Draw a digit").wait_for(timeout=120_000)
+
+    surface = canvas_box(page, 0)
+    x0, y0 = surface["x"], surface["y"]
+    points = zigzag()
+    page.mouse.move(x0 + points[0][0], y0 + points[0][1])
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(x0 + x, y0 + y, steps=8)
+    page.mouse.up()
+    verdict = box.get_by_text("Not a digit", exact=True)
+    verdict.wait_for(timeout=60_000)
+    assert "looks most like" in box.inner_text()
+    assert box.locator('[data-testid="stMetricValue"]').count() == 0  # no confident digit
+    columns = box.locator(".sk-probs .sk-col")  # the probabilities still show
+    columns.nth(9).wait_for(state="attached")  # they arrive just after the verdict
+    assert columns.count() == 10
