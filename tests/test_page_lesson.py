@@ -114,3 +114,9 @@ def test_without_the_bundle_a_model_step_offers_training_and_fashion_never_error
     assert not [m for m in at.metric if m.label == "Test accuracy"]
     at = page(lesson.step_index("transfer"))  # files present or not: no error either way
     assert not at.error
+
+
+def test_fashion_step_with_the_files_offers_the_transfer(run_home, fashion_mnist):
+    at = page(lesson.step_index("transfer"))
+    assert at.button(key="lesson_train_transfer").label == "Train this step's model"
+    assert not at.error

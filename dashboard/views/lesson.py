@@ -126,15 +126,16 @@ def model_step(step) -> None:
         open_page(target, f"Open it on the {target} page", info=info, key=family)
 
 
-def train_panel(family: str, config, info) -> None:
+def train_panel(family: str, config, info,
+                how_long: str = "on a 2-core laptop it takes at most about 2 minutes") -> None:
     """Not trained here yet: one click trains the preset in the background."""
     if info is not None and info.status == "running":
         components.training_progress(info.run_id, f"lesson_{family}")
         return
     if info is not None and info.status != "complete":
         st.caption(f"The last training of this preset is {info.status}: {info.reason}")
-    st.info("This step's model is not in the run store yet. Train it now (in the background; "
-            "on a 2-core laptop it takes at most about 2 minutes).", icon=":material/school:")
+    st.info(f"This step's model is not in the run store yet. Train it now (in the background; "
+            f"{how_long}).", icon=":material/school:")
     if st.button("Train this step's model", key=f"lesson_train_{family}", type="primary",
                  icon=":material/model_training:"):
         try:
@@ -230,8 +231,8 @@ def transfer_step() -> None:
     if lesson_helpers.complete(info):
         components.run_metrics(info.metrics)
     else:
-        st.caption("Training it takes about 8 epochs of a large CNN: tens of minutes on a CPU.")
-        train_panel("transfer", config, info)
+        train_panel("transfer", config, info, how_long="8 epochs of a large CNN: tens of "
+                    "minutes on a CPU, a few on a GPU")
 
 
 def draw_step() -> None:
