@@ -69,3 +69,13 @@ def run_home(tmp_path, monkeypatch):
     home = tmp_path / "runs"
     monkeypatch.setenv("DIGITREC_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def starter_run_id() -> str:
+    """The id of the one run in digitrec/starter (the `fast` starter), whatever else is shipped
+    beside it (the lesson bundle's runs are shipped too, and weaker)."""
+    from digitrec.runs import STARTER_DIR
+    ids = [p.name for p in STARTER_DIR.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))]
+    assert len(ids) == 1, f"digitrec/starter must hold exactly one run, found {ids}"
+    return ids[0]

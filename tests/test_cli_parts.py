@@ -8,7 +8,7 @@ from digitrec.cli import build_parser, progress
 from digitrec.cli.train import config_from_args
 
 COMMANDS = {"train", "runs", "reproduce", "predict", "download", "export", "import", "tune",
-            "suspects", "calibrate"}
+            "suspects", "calibrate", "lesson"}
 
 
 def test_every_command_is_there():

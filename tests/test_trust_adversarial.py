@@ -6,14 +6,11 @@ from digitrec.trust.adversarial import Attacker, compare_robustness
 
 
 @pytest.fixture(scope="module")
-def starter(tmp_path_factory):
+def starter(tmp_path_factory, starter_run_id):
     from digitrec.runs import RunStore
 
     runs = RunStore(tmp_path_factory.mktemp("runs"))
-    shipped = [i for i in runs.list_runs("mnist") if i.shipped and i.status == "complete"]
-    if not shipped:
-        pytest.skip("no complete shipped starter run")
-    return runs.load(shipped[0].run_id)
+    return runs.load(starter_run_id)
 
 
 @pytest.fixture(scope="module")

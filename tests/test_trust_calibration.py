@@ -88,15 +88,11 @@ def test_ece_goes_down_on_a_deliberately_over_confident_model():
     assert (after.argmax(1) == probs.argmax(1)).all()
 
 
-def test_calibrate_run_is_stored_and_reused(tmp_path):
+def test_calibrate_run_is_stored_and_reused(tmp_path, starter_run_id):
     from digitrec.runs import RunStore
     from digitrec.trust import store
 
-    shipped = [i for i in RunStore(tmp_path / "runs").list_runs("mnist")
-               if i.shipped and i.status == "complete"]
-    if not shipped:
-        pytest.skip("no complete shipped starter run")
-    run = RunStore(tmp_path / "runs").load(shipped[0].run_id)
+    run = RunStore(tmp_path / "runs").load(starter_run_id)
     report = cal.calibrate_run(run, force=True)
     assert 0.2 < report["temperature"] < 5
     assert report["evaluated_images"] == 5000 and report["fit_images"] == 5000
