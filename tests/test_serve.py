@@ -155,8 +155,8 @@ def test_processes_training_one_run_store_lose_nothing(tmp_path):
     def train(seed: int, name: str):
         out = open(tmp_path / f"{name}.out", "w")
         err = open(tmp_path / f"{name}.err", "w")
-        cmd = [sys.executable, "-m", "digitrec", "train", "--model", "softmax", "--epochs", "1",
-               "--limit", "200", "--seed", str(seed), "--json"]
+        cmd = [sys.executable, "-m", "digitrec", "train", "--family", "softmax", "--epochs", "1",
+               "--train-limit", "200", "--seed", str(seed), "--json"]
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err), out, err
 
     started = [train(1, "a"), train(2, "b"), train(1, "a-again")]
