@@ -27,3 +27,7 @@ def test_click_through_every_step(app_server, browser_page, tmp_path):
     page.locator(".st-key-lesson_prev_top button").click()
     page.get_by_role("heading", name=lesson.STEPS[-2].title).first.wait_for(timeout=STEP_TIMEOUT)
     assert "step=10" in page.url
+    page.keyboard.press("ArrowLeft")  # the presenter's keys
+    page.get_by_role("heading", name=lesson.STEPS[-3].title).first.wait_for(timeout=STEP_TIMEOUT)
+    page.keyboard.press("ArrowRight")
+    page.get_by_role("heading", name=lesson.STEPS[-2].title).first.wait_for(timeout=STEP_TIMEOUT)

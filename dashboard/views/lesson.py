@@ -55,13 +55,15 @@ def header(number: int) -> None:
 
 
 def nav(number: int, where: str) -> None:
-    """Previous / next buttons (they change the URL's step)."""
+    """Previous / next buttons (they change the URL's step); the top pair also answers the
+    left and right arrow keys, for a presenter with a clicker or a keyboard."""
+    keys = ("left", "right") if where == "top" else (None, None)
     c = st.columns([1, 1, 4])
     c[0].button("Previous", key=f"lesson_prev_{where}", disabled=number <= 1,
-                icon=":material/arrow_back:", on_click=go, args=(number - 1,))
+                icon=":material/arrow_back:", on_click=go, args=(number - 1,), shortcut=keys[0])
     c[1].button("Next", key=f"lesson_next_{where}", disabled=number >= len(lesson.STEPS),
                 icon=":material/arrow_forward:", on_click=go, args=(number + 1,),
-                type="primary")
+                type="primary", shortcut=keys[1])
 
 
 def open_page(page: str, label: str, info=None, query: dict | None = None, key: str = "") -> None:
