@@ -1,12 +1,12 @@
 """Real Chromium on the Inside page: draw a stroke with the mouse and see the network's insides.
 
-With the shipped starter model (an empty run store, so it is the only model), an empty canvas
-shows guidance; a vertical stroke drawn with the mouse is read as 1 and every feature-map layer
-appears as a tiled picture; the "One pixel's arithmetic" tab then writes one pixel out and says
-that it matches the model's own value; "What a channel looks for" computes its top 9 images in
-the background and shows them. The time from mouse-up to the answer on the page is
-measured in the browser and printed (run with `-s`), not asserted; it includes the canvas
-component's own 200 ms debounce.
+With the shipped `fast` starter model (the best of the shipped runs, so the picker's default),
+an empty canvas shows guidance; a vertical stroke drawn with the mouse is read as 1 and every
+feature-map layer appears as a tiled picture; the "One pixel's arithmetic" tab then writes one
+pixel out and says that it matches the model's own value, and a click on the map picks another
+pixel; "What a channel looks for" computes its top 9 images in the background and shows them.
+The time from mouse-up to the answer on the page is measured in the browser and printed (run
+with `-s`), not asserted; it includes the canvas component's own 200 ms debounce.
 
 Fixtures (start_dashboard, browser_page) come from tests/browser.py, registered in conftest.py.
 """
@@ -85,6 +85,23 @@ def test_a_stroke_shows_the_feature_maps_and_the_arithmetic(starter_only, start_
     panel.get_by_text("Input patch").wait_for()
     panel.get_by_text("matches it").wait_for()
     assert "does NOT match" not in panel.inner_text()
+
+    # A click on a square of the map picks that pixel (the 14×14 map of stem_relu).
+    row_box = page.locator(".st-key-inside_px_row input")
+    col_box = page.locator(".st-key-inside_px_col input")
+    want = (0 if row_box.input_value() != "0" else 5, 0 if col_box.input_value() != "0" else 5)
+    # plotly draws each square as a point; its drag layer takes the click and finds the point
+    points = page.locator('[class*="st-key-inside_px_map_"] .scatterlayer .point')
+    square = points.nth(want[0] * 14 + want[1])
+    square.scroll_into_view_if_needed()
+    b = square.bounding_box()
+    page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+    page.mouse.click(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+    page.wait_for_function(
+        "([r, c]) => document.querySelector('.st-key-inside_px_row input').value === String(r)"
+        " && document.querySelector('.st-key-inside_px_col input').value === String(c)",
+        arg=list(want), timeout=30_000)
+    panel.get_by_text(f"pixel ({want[0]}, {want[1]}): the recomputation matches it").wait_for()
     page.set_viewport_size({"width": 1400, "height": 2200})
     page.wait_for_timeout(500)
     shot = tmp_path / "inside-page.png"

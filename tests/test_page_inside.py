@@ -457,6 +457,11 @@ def test_helpers_pager_strip_and_outline():
     assert picture.shape == (2 * z, 64 * z, 3) and picture.dtype == np.uint8
     assert (picture[-1, -1] == (128, 128, 128)).all()  # past the last unit: the gap's grey
     assert inside_helpers.strip(np.zeros(4704, np.float32), scale).shape == (74 * z // 2, 64 * z // 2, 3)
+    assert inside_helpers.pixel_from_selection({"points": [{"x": 4, "y": 9}]}) == (9, 4)
+    assert inside_helpers.pixel_from_selection({"points": []}) is None
+    assert inside_helpers.pixel_from_selection(None) is None
+    figure = inside_helpers.clickable_map(act, "relu", 37, 1, 1)
+    assert len(figure.data[0].x) == 9 and figure.layout.shapes[0].x0 == 0.5
     framed = inside_helpers.outline(np.zeros((10, 10, 3), np.uint8), 1, 1, 8, 8)
     assert (framed[1, 1:9] == inside_helpers.MARK_RGB).all() and not framed[4, 4].any()
     assert not framed[0].any() and (framed[8, 1:9] == inside_helpers.MARK_RGB).all()

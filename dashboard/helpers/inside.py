@@ -140,6 +140,38 @@ def one_map(activation: np.ndarray, kind: str, channel: int, zoom: int,
     return picture, scale
 
 
+def clickable_map(activation: np.ndarray, kind: str, channel: int, row: int, col: int,
+                  size: int = 260) -> go.Figure:
+    """One channel's map as squares that can be clicked (a plotly scatter: Streamlit reports
+    clicked points, not heatmap cells), on the layer's shared scale, (row, col) framed."""
+    scale = inside.colour_scale(activation, kind)
+    plane = np.asarray(activation)[..., channel]
+    h, w = plane.shape
+    rows, cols = np.mgrid[0:h, 0:w]
+    rgb = scale.to_rgb(plane).reshape(-1, 3)
+    fig = go.Figure(go.Scatter(
+        x=cols.ravel(), y=rows.ravel(), mode="markers",
+        marker=dict(symbol="square", size=max(4, (size - 20) // max(h, w)),
+                    color=[f"rgb({r},{g},{b})" for r, g, b in rgb], line_width=0),
+        text=[f"{v:.4g}" for v in plane.ravel()],
+        hovertemplate="row %{y}, column %{x}: %{text}<extra></extra>"))
+    fig.add_shape(type="rect", x0=col - 0.5, x1=col + 0.5, y0=row - 0.5, y1=row + 0.5,
+                  line=dict(color="rgb(34,197,94)", width=3))
+    fig.update_xaxes(visible=False, range=[-0.5, w - 0.5])
+    fig.update_yaxes(visible=False, range=[h - 0.5, -0.5], scaleanchor="x")
+    fig.update_layout(width=size, height=size, margin=dict(l=0, r=0, t=0, b=0),
+                      plot_bgcolor="rgb(128,128,128)", dragmode=False, showlegend=False)
+    return fig
+
+
+def pixel_from_selection(selection) -> tuple[int, int] | None:
+    """(row, col) of the first clicked point of `clickable_map`, else None."""
+    for point in (selection or {}).get("points", []):
+        if "x" in point and "y" in point:
+            return int(round(point["y"])), int(round(point["x"]))
+    return None
+
+
 def probability_bars(probs: np.ndarray, names: list[str], height: int = 240) -> go.Figure:
     """All class probabilities, the most probable highlighted, x labelled with class names."""
     probs = np.asarray(probs, dtype=float)

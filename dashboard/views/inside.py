@@ -13,6 +13,7 @@ part, and of its tabs only the open one. Numbers come from `digitrec.inside` thr
 `dashboard/helpers/inside.py`; this file lays them out. Runs alone too:
 `streamlit run dashboard/views/inside.py`.
 """
+import functools
 import sys
 from pathlib import Path
 
@@ -60,6 +61,12 @@ def _clamp(key: str, limit: int) -> None:
 
 def _set_pixel(row: int, col: int) -> None:
     st.session_state["inside_px_row"], st.session_state["inside_px_col"] = row, col
+
+
+def _on_map_click(key: str) -> None:
+    pixel = inside_helpers.pixel_from_selection(st.session_state[key]["selection"])
+    if pixel is not None:
+        _set_pixel(*pixel)
 
 
 def short_title(dataset: str) -> str:
@@ -261,9 +268,17 @@ def pixel_tab(acts) -> None:
                                     box=(*calc.origin, kh, kw))[0]
     m1.image(window, width=196, caption=f"the input of {layer} (channel {in_channel}) with the "
                                         f"{kh}×{kw} window framed")
-    picture = inside_helpers.one_map(acts.layer(shown).activation, acts.layer(shown).kind, channel,
-                                     zoom=max(1, 196 // h), box=(row, col, 1, 1))[0]
-    m2.image(picture, width=196, caption=f"map {channel} of {shown}, pixel ({row}, {col}) framed")
+    with m2:
+        # A new key per pixel: the chart starts with no selection, so a click on any square,
+        # the one it last reported included, is a change that calls back.
+        key = f"inside_px_map_{layer}_{channel}_{row}_{col}"
+        st.plotly_chart(inside_helpers.clickable_map(acts.layer(shown).activation,
+                                                     acts.layer(shown).kind, channel, row, col),
+                        key=key, on_select=functools.partial(_on_map_click, key),
+                        selection_mode=("points",), width="content",
+                        config={"displayModeBar": False})
+        st.caption(f"map {channel} of {shown}, pixel ({row}, {col}) framed: click a square to "
+                   "pick another pixel")
 
     with st.container(key="inside_arithmetic"):
         which = "" if n_in == 1 else f" (input channel {in_channel} of {n_in})"
