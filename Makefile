@@ -37,7 +37,9 @@ nginx:
 test-deps: chromium nginx
 	$(PY) -m pip install -q -r requirements-dev.txt
 
+# Lint first (ruff, configured in pyproject.toml): a finding fails the run before any test.
 test: test-deps
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q --durations=15
 
 bench: install

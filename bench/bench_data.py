@@ -30,6 +30,7 @@ def notebook_route(n_rows=10000):
     import io
 
     import pandas as pd
+
     from digitrec.datasets import EMBEDDED_DIR
     imgs = gzip.decompress((EMBEDDED_DIR / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes())[16:]
     labels = gzip.decompress((EMBEDDED_DIR / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:]
@@ -60,7 +61,8 @@ def main():
             (x, y), (tx, ty) = load_both()
             int(x[-1].sum()) + int(tx[-1].sum())  # touch the arrays: a lazy map must really load
             warm.append(time.perf_counter() - t)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    machine = platform.processor() or platform.machine()
+    print(f"machine: {machine}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"MNIST train+test cold (gunzip+sha256+parse+cache): median {statistics.median(cold):.3f} s  "
           f"(min {min(cold):.3f}, n={len(cold)})  target <= 0.5 s")
     print(f"MNIST train+test warm (array cache):               median {statistics.median(warm)*1000:.1f} ms "

@@ -114,7 +114,7 @@ def test_split(store, grid: Path):
           f"{np.median(warm):.3f} s  [{machine()}]")
 
     top = ranking.top(30)
-    print(f"\ntop 30 (score = cleanlab label quality, lower = more suspect; * = confirmed):")
+    print("\ntop 30 (score = cleanlab label quality, lower = more suspect; * = confirmed):")
     print("rank index given suggested  score    flagged")
     for rank, s in enumerate(top, 1):
         mark = "*" if s.index in CONFIRMED else " "
@@ -142,6 +142,7 @@ def test_split(store, grid: Path):
 def write_grid(top, path: Path):
     """The suspects' images, 6 per row, each captioned 'index: given -> suggested'."""
     from PIL import Image, ImageDraw
+
     from digitrec.datasets import load_dataset
     images, _ = load_dataset("mnist", "test")
     scale, cols = 3, 6

@@ -70,7 +70,7 @@ def throughput(config: TrainConfig, **window) -> float:
 
 
 def load() -> str:
-    return "load %.1f" % os.getloadavg()[0]
+    return f"load {os.getloadavg()[0]:.1f}"
 
 
 def time_to_accuracy(seeds: list[int]) -> None:

@@ -29,8 +29,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from digitrec.tuning import (SearchConfig, best_train_config, distinct_configurations,  # noqa: E402
-                             run_search)
+from digitrec.tuning import SearchConfig, best_train_config, distinct_configurations, run_search  # noqa: E402
 
 TARGET_CONFIGURATIONS = 20
 TARGET_SECONDS = 600.0

@@ -18,9 +18,9 @@ import sys
 import tempfile
 import urllib.request
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 

@@ -18,8 +18,8 @@ top accuracy with augmentation.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 class _LazyModule:
@@ -180,10 +180,10 @@ def build_tuned(input_shape=(28, 28, 1), num_classes=10, n_blocks=2, n_layers=1,
         stack += [layers.Conv2D(64, 5, padding="same", activation="relu", name=f"stem_conv{i}"),
                   layers.BatchNormalization(name=f"stem_bn{i}")]
     for b in range(n_blocks):
-        for l in range(n_layers):
-            stack += [layers.Conv2D(filters[(b, l)], 3, padding="same", activation="relu",
-                                    name=f"block{b}_conv{l}"),
-                      layers.BatchNormalization(name=f"block{b}_bn{l}")]
+        for k in range(n_layers):
+            stack += [layers.Conv2D(filters[(b, k)], 3, padding="same", activation="relu",
+                                    name=f"block{b}_conv{k}"),
+                      layers.BatchNormalization(name=f"block{b}_bn{k}")]
         stack += [layers.MaxPooling2D(2, name=f"block{b}_pool"),
                   layers.Dropout(block_dropout[b], name=f"block{b}_dropout")]
     stack += [layers.Flatten(name="flatten"),

@@ -125,7 +125,7 @@ class TrainConfig:
                               f"{', '.join(LR_SCHEDULES)}")
 
     @classmethod
-    def for_family(cls, family: str, **overrides) -> "TrainConfig":
+    def for_family(cls, family: str, **overrides) -> TrainConfig:
         """The family's recommended recipe (the notebook's for its six models), with overrides.
 
         Args:
@@ -150,7 +150,7 @@ class TrainConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         """Inverse of `to_dict`. Raises ConfigError for unknown, missing-type or ill-typed fields."""
         if not isinstance(data, dict):
             raise ConfigError(f"a TrainConfig must be a JSON object, got {type(data).__name__}")

@@ -107,9 +107,9 @@ def fake_registry(monkeypatch, tmp_path):
     labels = np.array([0, 1, 2, 3, 9], np.uint8)
     sha = {}
     for split in ("train", "test"):
-        i, l = datasets._IDX_FILES[split]
-        sha[i] = hashlib.sha256(idx_bytes(imgs.shape, imgs.tobytes())).hexdigest()
-        sha[l] = hashlib.sha256(idx_bytes(labels.shape, labels.tobytes())).hexdigest()
+        image_file, label_file = datasets._IDX_FILES[split]
+        sha[image_file] = hashlib.sha256(idx_bytes(imgs.shape, imgs.tobytes())).hexdigest()
+        sha[label_file] = hashlib.sha256(idx_bytes(labels.shape, labels.tobytes())).hexdigest()
     info = datasets.DatasetInfo(name="toy", title="Toy", class_names=tuple("0123456789"),
                                 files=datasets._IDX_FILES, sha256=sha, how_to_get="make some")
     monkeypatch.setitem(datasets.DATASETS, "toy", info)

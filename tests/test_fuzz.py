@@ -29,9 +29,10 @@ from digitrec.preprocess import decode_upload, to_mnist
 from digitrec.runs import RUN_FILES, STARTER_DIR, RunStore
 
 EXAMPLES = int(os.environ.get("DIGITREC_FUZZ_EXAMPLES", "200"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="DIGITREC_FUZZ_EXAMPLES" not in
-                os.environ, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.data_too_large])
+FUZZ = settings(max_examples=EXAMPLES, deadline=None,
+                derandomize="DIGITREC_FUZZ_EXAMPLES" not in os.environ, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                       HealthCheck.data_too_large])
 MAX_GROWTH_MB = 600  # peak RSS growth allowed over one fuzz test (bounded parsers need far less)
 
 

@@ -305,7 +305,8 @@ def test_gallery_heading_and_page_bounds():
     assert errors_helpers.gallery_heading(2, 7, False, 12, names) == "True 2 read as 7: 12 digits"
     assert errors_helpers.gallery_heading(4, errors_helpers.ANY, False, 1, names) == "Errors on true 4: 1 digit"
     assert errors_helpers.gallery_heading(errors_helpers.ANY, 3, True, 5, names) == "Digits read as 3: 5 digits"
-    assert errors_helpers.gallery_heading(errors_helpers.ANY, errors_helpers.ANY, False, 0, names) == "All errors: 0 digits"
+    any_class = errors_helpers.ANY
+    assert errors_helpers.gallery_heading(any_class, any_class, False, 0, names) == "All errors: 0 digits"
     assert errors_helpers.page_bounds(40, 1, 16) == (0, 16)
     assert errors_helpers.page_bounds(40, 3, 16) == (32, 40)
     assert errors_helpers.page_bounds(40, 9, 16) == (32, 40)  # past the end: the last page

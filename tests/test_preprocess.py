@@ -29,16 +29,16 @@ def draw(shape: str, size=(280, 280), box=(60, 40, 220, 240), width=18, ink=WHIT
     """A digit-like stroke drawn with Pillow inside box=(left, top, right, bottom)."""
     im = Image.new("RGBA", size, paper)
     d = ImageDraw.Draw(im)
-    l, t, r, b = box
+    left, t, r, b = box
     if shape == "one":
-        d.line([((l + r) / 2, t), ((l + r) / 2, b)], fill=ink, width=width)
+        d.line([((left + r) / 2, t), ((left + r) / 2, b)], fill=ink, width=width)
     elif shape == "zero":
         d.ellipse(box, outline=ink, width=width)
     elif shape == "seven":
-        d.line([(l, t), (r, t), (l + (r - l) * 0.3, b)], fill=ink, width=width, joint="curve")
+        d.line([(left, t), (r, t), (left + (r - left) * 0.3, b)], fill=ink, width=width, joint="curve")
     elif shape == "two":
-        d.arc([l, t, r, t + (b - t) * 0.55], start=180, end=30, fill=ink, width=width)
-        d.line([(r - (r - l) * 0.1, t + (b - t) * 0.4), (l, b), (r, b)], fill=ink, width=width)
+        d.arc([left, t, r, t + (b - t) * 0.55], start=180, end=30, fill=ink, width=width)
+        d.line([(r - (r - left) * 0.1, t + (b - t) * 0.4), (left, b), (r, b)], fill=ink, width=width)
     else:
         raise AssertionError(shape)
     return np.asarray(im.convert(mode))

@@ -18,8 +18,13 @@ from digitrec.runs import RunStore
 from digitrec.training import TrainConfig
 from digitrec.trust import label_jobs
 from digitrec.trust.label_jobs import CrossValConfig, CrossValResult, LabelError
-from digitrec.trust.labels import (corrections_csv, excluded_indices, find_suspects, rank_labels,
-                                   without_suspects)
+from digitrec.trust.labels import (
+    corrections_csv,
+    excluded_indices,
+    find_suspects,
+    rank_labels,
+    without_suspects,
+)
 
 # MNIST test images whose labels Mechanical Turk workers confirmed as wrong (Northcutt, Athalye
 # and Mueller 2021, labelerrors.com; cleanlab/label-errors, mturk/mnist_mturk.json: the 15 of its
