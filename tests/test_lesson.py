@@ -95,3 +95,11 @@ def test_shipped_bundle_runs_are_listed_read_only_and_in_order(tmp_path):
     assert softmax < min(mlp, dropout) and max(mlp, dropout) < cnn
     assert abs(mlp - dropout) < 0.01 and cnn < pool and bn > pool - 0.003
     assert RunStore(tmp_path, starter_dir=None).list_runs() == []  # None: no shipped runs
+
+
+def test_the_shipped_bundle_stays_within_its_budget():
+    size = sum(p.stat().st_size for p in lesson.BUNDLE_DIR.rglob("*") if p.is_file())
+    assert size <= 12_000_000, f"the lesson bundle is {size:,} bytes; the budget is 12 MB"
+    weights = [p for p in lesson.BUNDLE_DIR.rglob("*") if p.suffix in (".h5", ".keras")
+               and lesson.SEARCH_DIR in p.parts]
+    assert not weights, "the shipped search must hold no weights"
