@@ -182,9 +182,9 @@ def show_prediction(ref, pre, prep_ms: float, hint: str):
     return reading
 
 
-def section(label: str, key: str, help: str) -> bool:
+def section(label: str, key: str, hint: str) -> bool:
     """A section's switch, off by default: nothing of it is computed until it is on."""
-    return st.toggle(label, value=False, key=key, help=help)
+    return st.toggle(label, value=False, key=key, help=hint)
 
 
 @st.fragment
