@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 from digitrec.datasets import load_dataset
-from digitrec.runs import STARTER_DIR, RunStore
+from digitrec.runs import RUN_FILES, STARTER_DIR, RunStore
 from digitrec.training import TrainConfig
 
 
@@ -19,8 +19,12 @@ def test_starter_run_is_shipped_listed_and_consistent(run_home):
         # The folder name is the config's key, so `get(config)` finds it like any stored run.
         assert config.key() == folder.name
         assert store.get(config) is not None
-        size = sum(f.stat().st_size for f in folder.iterdir())
+        size = sum((folder / name).stat().st_size for name in RUN_FILES)
         assert size < 2_000_000, f"starter run is {size} bytes; keep it under 2 MB"
+        # Beside it, the sidecars digitrec.trust made for it (its not-a-digit detector, its
+        # temperature), so a fresh clone's first reading needs no fit.
+        extra = sum(f.stat().st_size for f in folder.iterdir() if f.name not in RUN_FILES)
+        assert extra < 3_500_000, f"the starter's sidecars are {extra} bytes; keep them under 3.5 MB"
 
 
 def test_starter_predictions_match_its_metrics(run_home):
