@@ -459,6 +459,18 @@ def test_the_errors_page_digit_is_offered_and_read(home, trained):
     assert at.radio(key="sketch_source").value == "Test digit from the Errors page"
 
 
+def test_trust_checks_that_cannot_be_prepared_get_a_clear_error(home, monkeypatch):
+    from digitrec.datasets import DatasetError
+
+    def no_data(ref):
+        raise DatasetError("MNIST is not downloaded and the network is unreachable")
+
+    monkeypatch.setattr(sketch_helpers, "reader", no_data)
+    at = sketch_page()
+    assert "could not be prepared: MNIST is not downloaded" in at.error[0].value
+    assert prediction(at) is None and not at.get("st_canvas")
+
+
 def test_a_clothing_picture_is_not_offered(home):
     at = sketch_page({"sketch_example": ("fashion-mnist", 3)})
     assert at.radio(key="sketch_source").options == ["Draw", "Upload an image"]

@@ -363,6 +363,10 @@ def render() -> None:
     except RunError as e:  # deleted or damaged since the picker listed it
         st.error(str(e))
         return
+    except (ValueError, OSError) as e:  # e.g. MNIST not downloadable to fit the detector
+        st.error(f"The model's trust checks (\"not a digit\", calibration) could not be "
+                 f"prepared: {e}", icon=":material/error:")
+        return
     workbench(ref, source, waiting_example() if source == EXAMPLE else None)
 
 
