@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitrec.files import atomic_write_bytes, read_json
+from digitrec.files import atomic_write_bytes, jsonable, read_json
 
 _HASHES: dict[tuple, str] = {}
 _HASH_LOCK = threading.Lock()
@@ -85,7 +85,7 @@ def write_sidecar(run, name: str, data) -> Path:
     """
     stamp = fingerprint(run)
     if name.endswith(".json"):
-        payload = json.dumps({**data, **stamp}, indent=1, default=_jsonable).encode()
+        payload = json.dumps({**data, **stamp}, indent=1, default=jsonable).encode()
     elif name.endswith(".npz"):
         buffer = io.BytesIO()
         np.savez(buffer, **data, **{k: np.array(v) for k, v in stamp.items()})
@@ -123,15 +123,3 @@ def read_sidecar(run, name: str):
         if all(str(data.get(k, "")) == v for k, v in stamp.items()):
             return data
     return None
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (tuple, set)):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
