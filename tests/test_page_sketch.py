@@ -200,7 +200,8 @@ def test_empty_canvas_asks_for_a_drawing_and_lists_the_runs(home, trained):
     for info in runs:
         label = components.run_label(info, age=False)
         assert f"{info.metrics['test_accuracy']:.2%}" in label and info.run_id[:8] in label
-        assert ("shipped starter" in label) == info.shipped
+        # Shipped runs say so: the starter, or a run of the lesson bundle beside it.
+        assert ("shipped starter" in label or "lesson bundle" in label) == info.shipped
     assert at.radio(key="sketch_source").options == ["Draw", "Upload an image"]
 
 
