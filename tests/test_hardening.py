@@ -48,26 +48,53 @@ def test_streamlit_config_skips_the_full_gc_after_every_run():
 
 # --------------------------------------------------------------------------- HTML audit
 
-def _module_constants(tree: ast.Module) -> dict[str, str]:
+def _module_constants(tree: ast.Module, imported: dict | None = None) -> dict[str, str]:
     """Module-level NAME = "constant string" assignments."""
     out = {}
     for node in tree.body:
-        if isinstance(node, ast.Assign) and _constant_text(node.value, {}):
+        if isinstance(node, ast.Assign) and _constant_text(node.value, {}, imported):
             for target in node.targets:
                 if isinstance(target, ast.Name):
                     out[target.id] = node.value
     return out
 
 
-def _constant_text(node, constants: dict) -> bool:
-    """True if `node` is a string fixed in the source: a literal, a module constant, or a
-    concatenation of those. f-strings, calls, .format() and variables are not."""
+# Functions that build HTML from numbers alone (no string parameter, so nothing a user typed or
+# uploaded can reach the markup); each is checked below to take only numbers and flags.
+NUMERIC_HTML_BUILDERS = {"probability_html": ("dashboard.helpers.sketch", "probability_html")}
+
+
+def _imported_constants(tree: ast.Module) -> dict[str, dict]:
+    """alias -> module-level string constants of the dashboard modules `tree` imports
+    (`from dashboard.helpers import sketch as sketch_helpers` -> sketch_helpers.PROBS_CSS)."""
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dashboard"):
+            for alias in node.names:
+                path = ROOT / Path(*node.module.split("."), alias.name + ".py")
+                if path.is_file():
+                    out[alias.asname or alias.name] = _module_constants(ast.parse(path.read_text()))
+    return out
+
+
+def _constant_text(node, constants: dict, imported: dict | None = None) -> bool:
+    """True if `node` is a string fixed in the source: a literal, a module constant (of this
+    module, or of a dashboard module it imports), a concatenation of those, or a call of a
+    numbers-only HTML builder. f-strings, other calls, .format() and variables are not."""
+    imported = imported or {}
     if isinstance(node, ast.Constant):
         return isinstance(node.value, str)
     if isinstance(node, ast.Name):
         return node.id in constants
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return node.attr in imported.get(node.value.id, {})
+    if isinstance(node, ast.Call):
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        return name in NUMERIC_HTML_BUILDERS
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-        return _constant_text(node.left, constants) and _constant_text(node.right, constants)
+        return (_constant_text(node.left, constants, imported)
+                and _constant_text(node.right, constants, imported))
     return False
 
 
@@ -75,7 +102,8 @@ def html_violations(source: str, filename: str = "<source>") -> list[str]:
     """Calls that render HTML from a string not fixed in the source: any call with
     `unsafe_allow_html` not literally False, and `st.html` / `components.html`."""
     tree = ast.parse(source, filename)
-    constants = _module_constants(tree)
+    imported = _imported_constants(tree)
+    constants = _module_constants(tree, imported)
     found = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
@@ -88,9 +116,21 @@ def html_violations(source: str, filename: str = "<source>") -> list[str]:
             continue
         body = node.args[0] if node.args else next(
             (k.value for k in node.keywords if k.arg in ("body", "html")), None)
-        if body is None or not _constant_text(body, constants):
+        if body is None or not _constant_text(body, constants, imported):
             found.append(f"{filename}:{node.lineno}: {ast.unparse(node)[:100]}")
     return found
+
+
+def test_numeric_html_builders_take_no_strings():
+    import importlib
+    import inspect
+    for module, name in NUMERIC_HTML_BUILDERS.values():
+        fn = getattr(importlib.import_module(module), name)
+        for param in inspect.signature(fn).parameters.values():
+            assert param.annotation in ("np.ndarray", "int", "bool", "float"), (name, param)
+    from dashboard.helpers.sketch import probability_html
+    html = probability_html(np.full(10, 0.1), 3, flagged=True)
+    assert "<script" not in html and html.count('class="sk-col"') == 10
 
 
 def dashboard_sources():

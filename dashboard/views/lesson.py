@@ -284,7 +284,7 @@ def game() -> None:
             st.markdown(f"You guessed **{revealed}**: the model says **{answer}** "
                         f"({probs[answer]:.0%}), so you were **{verdict}**. The true label is "
                         f"**{int(labels[index])}**.")
-            st.html(f"<style>{sketch_helpers.PROBS_CSS}</style>"
+            st.html("<style>" + sketch_helpers.PROBS_CSS + "</style>"
                     + sketch_helpers.probability_html(probs, answer))
             if st.button("Next digit", key="lesson_game_next", type="primary"):
                 st.session_state["lesson_game_round"] = round_ + 1

@@ -335,10 +335,9 @@ def workbench(ref, source: str, example: int | None) -> None:
 
 # The predicted digit is the page's headline: much larger than a metric's usual value. The
 # probability bars' styles come along, sent once per page run rather than on every stroke.
-BIG_DIGIT_CSS = f"""<style>
-.st-key-sketch_prediction [data-testid="stMetricValue"] {{ font-size: 6rem; line-height: 1.1; }}
-{sketch_helpers.PROBS_CSS}
-</style>"""
+BIG_DIGIT_CSS = ("""<style>
+.st-key-sketch_prediction [data-testid="stMetricValue"] { font-size: 6rem; line-height: 1.1; }
+""" + sketch_helpers.PROBS_CSS + "</style>")
 
 
 def render() -> None:
