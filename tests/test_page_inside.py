@@ -141,6 +141,12 @@ def test_a_test_image_goes_through_every_layer(starter, starter_model):
     assert answer(at) == str(int(np.argmax(acts.probabilities)))
     assert f"MNIST test image #3, labelled {labels[3]}" in image_captions(at)
     text = captions(at)
+    # The answer's probabilities are calibrated with the run's temperature, and say so.
+    from digitrec import trust
+    t = trust.run_temperature(starter)
+    assert any(c.startswith(f"Calibrated probabilities (temperature {t:.2f}") for c in text)
+    sure = trust.apply_temperature(acts.probabilities, t).max()
+    assert f"{sure:.1%} sure" in text
     for out in acts.layers:  # every layer's shape sentence and lesson are on the page
         assert out.change in text, out.name
         assert out.lesson in text, out.name

@@ -64,6 +64,27 @@ def run_of(ref: RunRef):
     return RunStore(ref.root).load(ref.run_id)
 
 
+@st.cache_data(max_entries=16, show_spinner="Calibrating this run's confidence…")
+def temperature(ref: RunRef) -> tuple[float, str]:
+    """(the run's temperature, which held-out images fitted it): fitted once per run from its
+    stored test predictions (digitrec.trust), then read from its sidecar."""
+    from digitrec import trust
+    report = trust.calibrate_run(run_of(ref))
+    return float(report["temperature"]), str(report["fitted_on"])
+
+
+def calibrated(ref: RunRef, probs: np.ndarray) -> tuple[np.ndarray, str]:
+    """The output layer's probabilities with the run's temperature applied, and a caption."""
+    from digitrec import trust
+    try:
+        t, fitted_on = temperature(ref)
+    except (OSError, ValueError) as e:  # no stored predictions to fit on: say so, show raw
+        return probs, f"Not calibrated ({e}); the model's own softmax."
+    return trust.apply_temperature(probs, t), (
+        f"Calibrated probabilities (temperature {t:.2f}, fitted on {fitted_on}); the output "
+        "layer below shows the model's own softmax.")
+
+
 # --------------------------------------------------------------------------- pictures
 
 def channel_choices(n_channels: int) -> list[str]:

@@ -162,13 +162,14 @@ def sent_image(dataset: str, names: list[str], sent: dict):
 
 # --------------------------------------------------------------------------- sections
 
-def show_answer(acts, names: list[str]) -> None:
-    probs = acts.probabilities
+def show_answer(ref, acts, names: list[str]) -> None:
+    probs, note = inside_helpers.calibrated(ref, acts.probabilities)
     best = int(np.argmax(probs))
     box = st.container(key="inside_answer")
     box.metric("The model says", names[best])
     box.caption(f"{probs[best]:.1%} sure")
     st.plotly_chart(inside_helpers.probability_bars(probs, names), key="inside_probs")
+    st.caption(note)
 
 
 def layer_header(out) -> None:
@@ -442,7 +443,7 @@ def workbench(ref, dataset: str, names: list[str], source: str, sent: dict | Non
         return
     st.session_state["inside_scores"] = [float(p) for p in acts.probabilities]
     with right:
-        show_answer(acts, names)
+        show_answer(ref, acts, names)
     tabs = st.tabs(TABS, key="inside_tab", on_change="rerun")
     sections = {LAYERS: lambda: layers_tab(acts, names),
                 PIXEL: lambda: pixel_tab(acts),
