@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import io
 import os
 import re
@@ -648,7 +649,14 @@ def smoke(url: str, home: Path, sessions: int = 4, seconds: float = 5.0, think: 
     checked against the best model of the run store `home` first."""
     args = argparse.Namespace(sessions=sessions, seconds=seconds, think=think, timeout=timeout)
     none = Servers(list)
-    return asyncio.run(run_protocol(args, url.rstrip("/"), digit_pngs(Path(home)), none, none))
+    return run_isolated(run_protocol(args, url.rstrip("/"), digit_pngs(Path(home)), none, none))
+
+
+def run_isolated(coroutine):
+    """asyncio.run in a thread of its own: the caller's thread may already run an event loop
+    (in the suite, Playwright's sync API keeps one running), where asyncio.run refuses."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 SMOKE = dict(sessions=4, seconds=5.0, think=0.5, timeout=60.0)  # --smoke's defaults

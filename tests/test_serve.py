@@ -8,7 +8,6 @@ client: websocket, upload, reading, images. They skip only when no nginx binary 
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -107,7 +106,7 @@ def test_crashed_process_is_restarted_and_its_sessions_reconnect(deployment, hom
         killed_at = time.monotonic()
         # A browser whose cookie names the dead process reconnects: nginx sends it to the
         # live one and re-points its cookie there.
-        outcome, landed = asyncio.run(_open_and_read(deployment.url, png, want,
+        outcome, landed = bench_load.run_isolated(_open_and_read(deployment.url, png, want,
                                                      {"digitrec_backend": backend}))
         assert outcome == "ok"
         assert landed in deployment.backends() and landed != backend
@@ -123,7 +122,7 @@ def test_crashed_process_is_restarted_and_its_sessions_reconnect(deployment, hom
     else:
         pytest.fail(f"worker 0 was not restarted:\n{deployment.log()}")
     time.sleep(max(0.0, killed_at + 6 - time.monotonic()))  # nginx retries it after 5 s
-    outcome, landed = asyncio.run(_open_and_read(deployment.url, png, want,
+    outcome, landed = bench_load.run_isolated(_open_and_read(deployment.url, png, want,
                                                  {"digitrec_backend": backend}))
     assert outcome == "ok"
     assert landed == backend  # the restarted process, on its old port, serves again
