@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,27 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.timing import median_ms  # noqa: E402
 from digitrec import export  # noqa: E402
 from digitrec.datasets import load_dataset  # noqa: E402
 from digitrec.runs import STARTER_DIR, RunStore  # noqa: E402
 from digitrec.training import TrainConfig  # noqa: E402
-
-
-def median_ms(fn, calls: int, rounds: int, warmup: int = 20) -> tuple[float, float]:
-    """(median, p90) ms of fn() over `calls` calls, from the round with the lowest median."""
-    for _ in range(warmup):
-        fn()
-    best = None
-    for _ in range(rounds):
-        times = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1e3)
-        times.sort()
-        figures = (statistics.median(times), times[int(0.9 * (len(times) - 1))])
-        best = figures if best is None or figures[0] < best[0] else best
-    return best
 
 
 def runs_to_bench(args, tmp: Path) -> list:
@@ -130,7 +112,7 @@ def bench_latency(run, paths: dict, calls: int, rounds: int) -> None:
     print("| runtime | median ms | p90 ms | max abs diff vs keras |\n| --- | --- | --- | --- |")
     for label, fn in rows:
         diff = float(np.abs(np.asarray(fn()) - reference).max())
-        median, p90 = median_ms(fn, calls, rounds)
+        median, p90 = median_ms(fn, calls, rounds, warmup=20)
         print(f"| {label} | {median:.3f} | {p90:.3f} | {diff:.1e} |", flush=True)
 
 

@@ -46,22 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-
-def median_ms(fn, repeats: int, rounds: int, warmup: int = 5) -> tuple[float, float]:
-    """(median, 90th percentile) ms of fn() from the quietest of several rounds."""
-    for _ in range(warmup):
-        fn()
-    best = None
-    for _ in range(rounds):
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1e3)
-        times.sort()
-        figures = (statistics.median(times), times[int(0.9 * (len(times) - 1))])
-        best = figures if best is None or figures[0] < best[0] else best
-    return best
+from bench.timing import median_ms  # noqa: E402
 
 
 def redraw(model, image, inside) -> None:

@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from bench.timing import median_ms  # noqa: E402
 from digitrec.inference import Predictor, predict_digit  # noqa: E402
 from digitrec.preprocess import to_mnist  # noqa: E402
 
@@ -79,24 +80,6 @@ def build(family: str):
             layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(),
             layers.Flatten(), layers.Dense(10, activation="softmax")])
         return model, "a small stand-in CNN (digitrec.models missing)"
-
-
-def median_ms(fn, repeats: int, rounds: int, warmup: int = 5) -> tuple[float, float]:
-    """(median, 90th percentile) wall time of fn() in milliseconds, from the quietest of
-    several rounds: other processes on a small shared machine inflate whole stretches."""
-    for _ in range(warmup):
-        fn()
-    best = None
-    for _ in range(rounds):
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1e3)
-        times.sort()
-        figures = (statistics.median(times), times[int(0.9 * (len(times) - 1))])
-        best = figures if best is None or figures[0] < best[0] else best
-    return best
 
 
 def starter_run():

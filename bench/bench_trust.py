@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench import timing  # noqa: E402
 from digitrec.datasets import load_dataset  # noqa: E402
 from digitrec.runs import RunStore  # noqa: E402
 from digitrec.trust import calibration, nondigits  # noqa: E402
@@ -55,13 +56,8 @@ def load_run(run_id: str | None):
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()  # warm
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+    """Median ms of fn() over `repeats` calls (one round, one warm-up call)."""
+    return timing.median_ms(fn, repeats, rounds=1, warmup=1)[0]
 
 
 def main() -> None:
