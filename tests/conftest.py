@@ -79,3 +79,43 @@ def starter_run_id() -> str:
     ids = [p.name for p in STARTER_DIR.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))]
     assert len(ids) == 1, f"digitrec/starter must hold exactly one run, found {ids}"
     return ids[0]
+
+
+class FakeCanvas:
+    """Stands in for `st_canvas` in AppTests (which cannot draw): records each call and returns
+    `picture` the way the real component does (RGBA PNG as a data URL; None before anything
+    is drawn)."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+        self.picture = None  # uint8 RGBA [H, W, 4], or None: nothing drawn yet
+
+    def __call__(self, **kwargs):
+        import base64
+        import io
+
+        from PIL import Image
+        from streamlit_drawable_canvas import CanvasResult
+
+        self.calls.append(kwargs)
+        url = None
+        if self.picture is not None:
+            buf = io.BytesIO()
+            Image.fromarray(self.picture).save(buf, format="PNG")
+            url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        return CanvasResult({"objects": []}, url, kwargs.get("return_image_data", False))
+
+
+@pytest.fixture
+def canvas(monkeypatch):
+    """A FakeCanvas in place of streamlit-drawable-canvas's `st_canvas` (the Sketch and Inside
+    pages' canvas); set `canvas.picture` to draw."""
+    import sys
+
+    from streamlit.testing.v1 import AppTest
+    # The component module registers itself with a running Streamlit; import it inside one.
+    if "streamlit_drawable_canvas" not in sys.modules:
+        AppTest.from_string("import streamlit_drawable_canvas").run()
+    fake = FakeCanvas()
+    monkeypatch.setattr(sys.modules["streamlit_drawable_canvas"], "st_canvas", fake)
+    return fake

@@ -12,7 +12,6 @@ returns pixels as the real one does; tests/test_browser_inside.py draws with a r
 import base64
 import io
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -92,36 +91,6 @@ def answer(at: AppTest) -> str | None:
     values = [m.value for m in at.metric if m.label == "The model says"]
     assert len(values) <= 1
     return values[0] if values else None
-
-
-class FakeCanvas:
-    """Stands in for `st_canvas`: returns `picture` as the real component does (RGBA PNG as a
-    data URL; None before anything is drawn)."""
-
-    def __init__(self):
-        self.calls: list[dict] = []
-        self.picture: np.ndarray | None = None
-
-    def __call__(self, **kwargs):
-        from streamlit_drawable_canvas import CanvasResult
-
-        self.calls.append(kwargs)
-        url = None
-        if self.picture is not None:
-            buf = io.BytesIO()
-            Image.fromarray(self.picture).save(buf, format="PNG")
-            url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-        return CanvasResult({"objects": []}, url, kwargs.get("return_image_data", False))
-
-
-@pytest.fixture
-def canvas(monkeypatch):
-    # The component module registers itself with a running Streamlit; import it inside one.
-    if "streamlit_drawable_canvas" not in sys.modules:
-        AppTest.from_string("import streamlit_drawable_canvas").run()
-    fake = FakeCanvas()
-    monkeypatch.setattr(sys.modules["streamlit_drawable_canvas"], "st_canvas", fake)
-    return fake
 
 
 def stroke() -> np.ndarray:

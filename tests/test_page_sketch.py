@@ -13,7 +13,6 @@ import base64
 import io
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,36 +54,6 @@ def trained(tmp_path_factory):
 def home(trained, monkeypatch):
     monkeypatch.setenv("DIGITREC_HOME", str(trained[0]))
     return trained[0]
-
-
-class FakeCanvas:
-    """Stands in for `st_canvas`: records each call and returns `picture` the way the real
-    component does (RGBA PNG as a data URL; None before anything is drawn)."""
-
-    def __init__(self):
-        self.calls: list[dict] = []
-        self.picture: np.ndarray | None = None
-
-    def __call__(self, **kwargs):
-        from streamlit_drawable_canvas import CanvasResult
-
-        self.calls.append(kwargs)
-        url = None
-        if self.picture is not None:
-            buf = io.BytesIO()
-            Image.fromarray(self.picture).save(buf, format="PNG")
-            url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-        return CanvasResult({"objects": []}, url, kwargs.get("return_image_data", False))
-
-
-@pytest.fixture
-def canvas(monkeypatch):
-    # The component module registers itself with a running Streamlit; import it inside one.
-    if "streamlit_drawable_canvas" not in sys.modules:
-        AppTest.from_string("import streamlit_drawable_canvas").run()
-    fake = FakeCanvas()
-    monkeypatch.setattr(sys.modules["streamlit_drawable_canvas"], "st_canvas", fake)
-    return fake
 
 
 def drawing(points, width: int = 20) -> np.ndarray:
