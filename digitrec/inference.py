@@ -42,9 +42,13 @@ class Predictor:
         from_logits: True if the model outputs logits (softmax is applied here); None looks
             at the last layer (softmax activation or a Softmax layer means probabilities).
         batch_size: large inputs are predicted in chunks of this many images, bounding memory.
+        lite: also convert the traced function for LiteRT (``digitrec.lite``: ~0.4 s once) and
+            predict single images with it (~0.1 ms instead of ~0.7 ms), when it reproduces the
+            model; ``backend`` says which one single images go through.
     """
 
-    def __init__(self, model, from_logits: bool | None = None, batch_size: int = 512):
+    def __init__(self, model, from_logits: bool | None = None, batch_size: int = 512,
+                 lite: bool = False):
         self.model = model
         self.batch_size = int(batch_size)
         self.from_logits_ = (not _ends_in_softmax(model)) if from_logits is None else from_logits
@@ -59,6 +63,15 @@ class Predictor:
         # Trace now, in one thread, so concurrent first calls cannot race to trace.
         self._concrete = self._function.get_concrete_function()
         self.num_classes_ = int(self._concrete.structured_outputs.shape[-1])
+        self._single = None
+        if lite:
+            from digitrec.lite import lite_single
+            self._single = lite_single(self._concrete, "Predictor")
+
+    @property
+    def backend(self) -> str:
+        """"litert" when single images go through LiteRT, else "tensorflow"."""
+        return "litert" if self._single is not None else "tensorflow"
 
     def predict_proba(self, x) -> np.ndarray:
         """Class probabilities for one or more 28x28 images.
@@ -73,6 +86,8 @@ class Predictor:
         batch = _as_batch(x)
         if len(batch) == 0:
             return np.zeros((0, self.num_classes_), np.float32)
+        if len(batch) == 1 and self._single is not None:
+            return self._single(batch)[0]
         chunks = [self._concrete(tf.constant(batch[i:i + self.batch_size])).numpy()
                   for i in range(0, len(batch), self.batch_size)]
         return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)

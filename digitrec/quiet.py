@@ -52,6 +52,8 @@ HARMLESS = [re.compile(p) for p in (
     r"Unable to register cu(DNN|FFT|BLAS) factory: Attempting to register factory for plugin",
     r"computation_placer\.cc:\d+\] computation placer already registered",
     r"TF-TRT Warning: Could not find TensorRT",
+    # LiteRT (digitrec.lite, the TFLite export check), once per interpreter.
+    r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$",
 )]
 # The CUDA probe's failure: expected where no NVIDIA driver is installed, an error elsewhere.
 NO_DRIVER_CUINIT = re.compile(r"failed call to cuInit: .*CUDA error")

@@ -73,11 +73,14 @@ class TrustReader:
         run: a complete ``digitrec.runs.Run``.
         model: the run's loaded keras.Model, when the caller already holds it.
         settings: ``OodSettings`` of the detector (default: the standard ones).
+        lite: read single images through LiteRT (``digitrec.lite``), when it reproduces the
+            model: for interactive readers that live long (the Sketch page), not for one-off
+            commands (the conversion costs ~0.4 s once).
     """
 
-    def __init__(self, run, model=None, settings: OodSettings | None = None):
+    def __init__(self, run, model=None, settings: OodSettings | None = None, lite: bool = False):
         self.run = run
-        self.tap = ModelTap(model if model is not None else run.model())
+        self.tap = ModelTap(model if model is not None else run.model(), lite=lite)
         self.detector = calibrate_ood(run, settings or OodSettings(), tap=self.tap)
         self.temperature = run_temperature(run)
 

@@ -92,9 +92,12 @@ class ModelTap:
     Args:
         model: a built keras.Model taking float32 [N,28,28,1] in [0,1].
         batch_size: int, large inputs go through in chunks of this many images (default 512).
+        lite: also convert the pass for LiteRT (``digitrec.lite``: ~0.4 s once) and run single
+            images through it (~0.1 ms instead of ~0.7 ms on `fast`) when it reproduces the
+            model's outputs; ``backend`` says which one single images go through.
     """
 
-    def __init__(self, model, batch_size: int = 512):
+    def __init__(self, model, batch_size: int = 512, lite: bool = False):
         self.model = model
         self.batch_size = int(batch_size)
         scores, self.logits_kind_ = head(model)
@@ -105,6 +108,15 @@ class ModelTap:
 
         function = tf.function(forward, input_signature=INPUT_SIGNATURE, autograph=False)
         self._concrete = function.get_concrete_function()  # trace now, once, in one thread
+        self._single = None
+        if lite:
+            from digitrec.lite import lite_single
+            self._single = lite_single(self._concrete, "ModelTap")
+
+    @property
+    def backend(self) -> str:
+        """"litert" when single images go through LiteRT, else "tensorflow"."""
+        return "litert" if self._single is not None else "tensorflow"
 
     def __call__(self, images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(probs float32 [N,C], logits float32 [N,C], features float32 [N,D]).
@@ -118,6 +130,9 @@ class ModelTap:
             d = int(self._concrete.structured_outputs[2].shape[-1] or 0)
             return (np.zeros((0, c), np.float32), np.zeros((0, c), np.float32),
                     np.zeros((0, d), np.float32))
+        if len(batch) == 1 and self._single is not None:
+            probs, logits, feats = self._single(batch)
+            return probs, logits, feats
         chunks = [[t.numpy() for t in self._concrete(tf.constant(batch[i:i + self.batch_size]))]
                   for i in range(0, len(batch), self.batch_size)]
         probs, logits, feats = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
