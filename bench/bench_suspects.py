@@ -20,11 +20,15 @@
 --quick: 10,000 training images instead of 60,000. --skip-cv: part 1 only.
 Figures vary by +-30% on a shared machine: the load average is printed beside them.
 
-Measured on the project's machine (x86_64, 2 cores, no GPU, load average 5-9 from other work):
-- test split, the shipped starter run alone: 5 of the 15 confirmed errors in the top 30 (9679,
-  1901, 2597, 9729, 947); with 3 more `fast` runs (seeds 1-3, --extra-runs 3): 8 of 15 (9729,
-  2597, 1901, 2130, 2654, 947, 3520, 9679 at ranks 1-28). Ranking 0.03 s (1 run) to 0.07 s
-  (4 runs) warm; cleanlab's import 0.5-2 s once per process.
+Measured on the project's machine (x86_64, 2 cores, no GPU):
+- test split, a fresh clone (session 4, load average ~2): 7 runs used (the starter, the three
+  reference runs, the lesson bundle's three CNNs), pooled by their geometric mean: 9 of the 15
+  confirmed errors in the top 30 (9729, 2597, 2130, 1901, 2654, 9679, 5937, 3520, 6651 at ranks
+  1-27; 947 is 31st, 3558 38th; 1621, 2462, 6783 and 8527, which most models read as the given
+  label, 54th-67th). Each run alone by the naive "lowest probability of the given label": 5-7.
+  Ranking 0.04 s warm (0.05 s first); cleanlab's import 1.2 s once per process.
+- earlier (session 3, load average 5-9): the starter alone 5 of 15; with 3 more `fast` runs
+  (seeds 1-3, --extra-runs 3), averaged: 8 of 15.
 - training split, 600 of 60,000 labels flipped: `fast` 4 folds x 1 epoch (the default)
   precision 0.925 in the top 600, recall 0.992 in the top 1,200, 57 CPU s (115 s wall under
   load); 2 epochs 0.927 / 0.998, 98 CPU s; `mlp` (256 units) 3 epochs 0.867 / 0.973, 26 CPU s.

@@ -22,7 +22,7 @@ from plotly.subplots import make_subplots
 import digitrec
 from dashboard.helpers import shared
 from digitrec.models import FAMILIES
-from digitrec.runs import LESSON_RUNS_DIR, OUTDATED_LABEL, RunInfo
+from digitrec.runs import OUTDATED_LABEL, RunInfo, shipped_role
 from digitrec.worker import format_duration
 
 TRAIN_COLOR, VAL_COLOR, BATCH_COLOR = "#2563eb", "#f97316", "#93c5fd"
@@ -126,9 +126,8 @@ def run_label(info: RunInfo, age: bool = True) -> str:
     family = FAMILIES[config.family].title if config.family in FAMILIES else config.family
     limit = f" · {config.train_limit:,} images" if config.train_limit else ""
     when = f" · {_age(info.created)}" if age else ""
-    starter = ""
-    if info.shipped:  # the lesson bundle's runs ship too, beside the starter
-        starter = " · lesson bundle" if info.path.parent == LESSON_RUNS_DIR else " · shipped starter"
+    starter = {"starter": " · shipped starter", "lesson": " · lesson bundle",
+               "reference": " · shipped reference"}.get(shipped_role(info), "")
     older = f" · {OUTDATED_LABEL}" if info.outdated else ""
     return (f"{family} · {metrics.get('test_accuracy', 0):.2%} · {config.epochs} ep{limit}"
             f"{when}{starter}{older} · {info.run_id[:8]}")

@@ -18,8 +18,9 @@ One run is one folder, ``<root>/<run_id>/`` with ``run_id = config.key()``:
 Every file is written atomically (temp file in the same folder + ``os.replace``), so a crash or
 ``kill -9`` never leaves a run that looks complete. A folder copied in from another machine is
 picked up like any other. Read-only runs shipped with the package live in
-``digitrec/starter/<run_id>/`` (and the lesson bundle's in ``digitrec/lesson_bundle/runs/``); they are
-listed and loaded like stored runs but never deleted.
+``digitrec/starter/<run_id>/`` (and the lesson bundle's in ``digitrec/lesson_bundle/runs/``, the
+reference runs in ``digitrec/reference_runs/``); they are listed and loaded like stored runs but
+never deleted. ``shipped_role`` says which of the three a listed run is.
 """
 from __future__ import annotations
 
@@ -47,13 +48,25 @@ from digitrec.run_folder import (
 from digitrec.worker import worker_alive
 
 # The run store's public face: these live in digitrec.run_folder (one folder) and are used here.
-__all__ = ["STARTER_DIR", "LESSON_RUNS_DIR", "OUTDATED_LABEL", "RUN_FILES", "RUN_ID_RE", "STATUSES",
-           "SUMMARY_KEYS", "Run", "RunError", "RunInfo", "RunStore", "built_by_older_code", "discard_partial",
-           "ended_status", "inspect_run", "read_run"]
+__all__ = ["STARTER_DIR", "LESSON_RUNS_DIR", "REFERENCE_RUNS_DIR", "OUTDATED_LABEL", "RUN_FILES", "RUN_ID_RE",
+           "STATUSES", "SUMMARY_KEYS", "Run", "RunError", "RunInfo", "RunStore", "built_by_older_code",
+           "discard_partial", "ended_status", "inspect_run", "read_run", "shipped_role"]
 
 STARTER_DIR = Path(__file__).parent / "starter"
 # The lesson bundle's runs (digitrec.lesson, `python -m digitrec lesson build`): shipped too.
 LESSON_RUNS_DIR = Path(__file__).parent / "lesson_bundle" / "runs"
+# Strong runs of other architectures, shipped so that suspect labels (digitrec.trust.labels) have
+# several models to pool on a fresh clone; their README commands are in the README. Pickers list
+# them after the starter (see `shipped_role`): they are there to be compared, not the default.
+REFERENCE_RUNS_DIR = Path(__file__).parent / "reference_runs"
+
+
+def shipped_role(info) -> str | None:
+    """"starter", "lesson" or "reference" for a shipped run (a RunInfo or Run), None otherwise."""
+    if not getattr(info, "shipped", False):
+        return None
+    parent = Path(info.path).parent
+    return {LESSON_RUNS_DIR: "lesson", REFERENCE_RUNS_DIR: "reference"}.get(parent, "starter")
 
 
 class RunStore:
@@ -63,7 +76,8 @@ class RunStore:
         root: folder holding the runs (default: ``$DIGITREC_HOME``, else ``./runs``). It is
             created when the first run is written.
         starter_dir: folder of read-only shipped runs (default ``digitrec/starter``, and then
-            the lesson bundle's ``digitrec/lesson_bundle/runs`` too); None: no shipped runs.
+            the lesson bundle's ``digitrec/lesson_bundle/runs`` and ``digitrec/reference_runs``
+            too); None: no shipped runs.
     """
 
     def __init__(self, root: str | os.PathLike | None = None,
@@ -74,7 +88,7 @@ class RunStore:
         # Where shipped (read-only) runs are looked for, in order.
         self.shipped_dirs = [self.starter_dir] if self.starter_dir else []
         if self.starter_dir == STARTER_DIR:
-            self.shipped_dirs.append(LESSON_RUNS_DIR)
+            self.shipped_dirs += [LESSON_RUNS_DIR, REFERENCE_RUNS_DIR]
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.root)!r})"
@@ -150,10 +164,13 @@ class RunStore:
         return out
 
     def best_run(self, dataset: str = "mnist") -> Run | None:
-        """The complete run of `dataset` with the best test accuracy (newest on ties), or None."""
+        """The complete run of `dataset` with the best test accuracy (newest on ties), or None.
+        Shipped reference runs count only when there is no other run (as in the dashboard's
+        pickers: they are slower to read and ship without trust sidecars)."""
         complete = [i for i in self.list_runs(dataset) if i.status == "complete"]
         # list_runs is newest first and max() keeps the first maximum
-        best = max(complete, key=lambda i: i.metrics.get("test_accuracy", -1.0), default=None)
+        best = max(complete, key=lambda i: (shipped_role(i) != "reference",
+                                            i.metrics.get("test_accuracy", -1.0)), default=None)
         return None if best is None else read_run(best)
 
     def delete(self, run_id: str) -> None:

@@ -385,3 +385,22 @@ def test_a_stored_model_holds_weights_but_no_optimizer_state(tmp_path, shared_da
     images = load_dataset("mnist", "test")[0][:16, ..., None].astype("float32") / 255.0
     np.testing.assert_allclose(np.asarray(run.model()(images)), run.test_probabilities()[:16],
                                atol=1e-5)
+
+
+def test_reference_runs_ship_but_the_starter_stays_the_default(tmp_path, starter_run_id):
+    from digitrec.runs import REFERENCE_RUNS_DIR, shipped_role
+    store = RunStore(tmp_path)
+    infos = store.list_runs("mnist")
+    by_role = {}
+    for info in infos:
+        by_role.setdefault(shipped_role(info), []).append(info)
+    assert {i.path.parent for i in by_role["reference"]} == {REFERENCE_RUNS_DIR}
+    assert len(by_role["reference"]) >= 2 and [i.run_id for i in by_role["starter"]] == [starter_run_id]
+    # Even a reference run more accurate than the starter is not what a command defaults to.
+    best_reference = max(float(i.metrics["test_accuracy"]) for i in by_role["reference"])
+    assert best_reference > float(by_role["starter"][0].metrics["test_accuracy"])
+    assert store.best_run("mnist").run_id == starter_run_id
+    assert all(i.status == "complete" for i in by_role["reference"])
+    # With only reference runs left, they are still found.
+    alone = RunStore(tmp_path / "other", starter_dir=REFERENCE_RUNS_DIR)
+    assert shipped_role(alone.best_run("mnist")) == "reference"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from digitrec.datasets import load_dataset
-from digitrec.runs import RunStore
+from digitrec.runs import RunStore, shipped_role
 from digitrec.training import TrainConfig
 from digitrec.trust import label_jobs
 from digitrec.trust.label_jobs import CrossValConfig, CrossValResult, LabelError
@@ -22,6 +22,7 @@ from digitrec.trust.labels import (
     corrections_csv,
     excluded_indices,
     find_suspects,
+    pool_probs,
     rank_labels,
     without_suspects,
 )
@@ -31,6 +32,9 @@ from digitrec.trust.labels import (
 # candidates where fewer than 3 of 5 workers chose the given label).
 CONFIRMED_MNIST_TEST_ERRORS = (947, 1621, 1901, 2130, 2462, 2597, 2654, 3520, 3558, 5937, 6651,
                                6783, 8527, 9679, 9729)
+# How many of those 15 a fresh clone puts among its top 30 suspects: 9 measured with the shipped
+# runs (issue 14 asks for a clear majority; bench/bench_suspects.py prints every rank).
+SHIPPED_TOP30_BAR = 9
 
 
 def fake_run(root, name, dataset, probs):
@@ -118,13 +122,29 @@ def test_no_complete_run_says_how_to_train_one(store):
 
 
 def test_shipped_runs_put_confirmed_mnist_errors_among_the_top_30(tmp_path):
-    # A fresh clone: only the shipped starter run(s). One run is a weak estimate (bench/
-    # bench_suspects.py measures more runs); this guards the ranking against regressions.
+    # A fresh clone: only the shipped runs (the starter, the reference runs, the lesson bundle's
+    # CNNs above the floor). The issue's bar: a clear majority of the 15 label errors people
+    # confirmed are in the top 30 (bench/bench_suspects.py prints the ranks).
     ranking = find_suspects("mnist", "test", RunStore(tmp_path / "empty"))
-    assert ranking.runs
+    roles = {shipped_role(i) for i in RunStore(tmp_path / "empty").list_runs("mnist")
+             if i.run_id in ranking.runs}
+    assert roles == {"starter", "reference", "lesson"}, roles
     found = set(ranking.top_indices(30).tolist()) & set(CONFIRMED_MNIST_TEST_ERRORS)
-    assert len(found) >= 4, found
-    assert 2597 in found  # the issue's "5" that reads as a 3
+    assert len(found) >= SHIPPED_TOP30_BAR, sorted(found)
+    assert {2597, 9729, 2130} <= found  # the issue's three examples
+
+
+def test_pooling_keeps_a_confident_models_doubt():
+    # Image 0's label is 0. Model A is sure it is a 1; model B accepted the label.
+    a = np.array([[0.01, 0.99], [0.99, 0.01]])
+    b = np.array([[0.90, 0.10], [0.98, 0.02]])
+    pooled = pool_probs([a, b])
+    np.testing.assert_allclose(pooled.sum(axis=1), 1.0)
+    assert pooled[0, 0] < 0.3 < np.mean([a, b], axis=0)[0, 0]  # the arithmetic mean forgives it
+    np.testing.assert_allclose(pooled[0, 0], np.sqrt(0.01 * 0.9) / (np.sqrt(0.01 * 0.9) + np.sqrt(0.99 * 0.1)))
+    np.testing.assert_allclose(pool_probs(a), a)  # one model: its own probabilities
+    zeros = np.array([[0.0, 1.0]])
+    assert np.isfinite(pool_probs([zeros, zeros])).all()  # a hard 0 is clipped, not log(0)
 
 
 def test_fashion_mnist_works_the_same_way(store, fashion_mnist):

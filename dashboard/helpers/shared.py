@@ -14,7 +14,7 @@ import streamlit as st
 
 import digitrec
 from dashboard.keras_state import keep_keras_state
-from digitrec.runs import RunInfo, RunStore
+from digitrec.runs import RunInfo, RunStore, shipped_role
 
 DEFAULT_DATASET = "mnist"  # ships inside the package, so it is always there
 
@@ -85,8 +85,11 @@ def model(ref: RunRef):
 
 def complete_runs(dataset: str) -> list[RunInfo]:
     """Complete runs of `dataset` in the run store (shipped starter included), best test
-    accuracy first, newest first on ties: the order every run picker uses, so its first entry
-    is the default."""
+    accuracy first, newest first on ties, the shipped reference runs last: the order every run
+    picker uses, so its first entry is the default. (The reference runs are bigger and slower
+    to read than the starter, and ship for suspect labels and comparison: a fresh clone opens
+    on the starter.)"""
     runs = [i for i in run_store().list_runs(dataset) if i.status == "complete"]
     # list_runs is newest first and sorted() is stable, so ties stay newest first.
-    return sorted(runs, key=lambda i: -float(i.metrics.get("test_accuracy", 0.0)))
+    return sorted(runs, key=lambda i: (shipped_role(i) == "reference",
+                                       -float(i.metrics.get("test_accuracy", 0.0))))

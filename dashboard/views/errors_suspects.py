@@ -85,7 +85,7 @@ def _runs_used(ranked, runs) -> None:
     if ranked.split == "test":
         used = "\n".join(f"- {labels.get(r, r)}" for r in ranked.runs)
         st.markdown(f"**Runs used** ({len(ranked.runs)}), their stored test predictions "
-                    f"averaged:\n{used}")
+                    f"pooled (geometric mean):\n{used}")
     else:
         st.markdown(f"**From** the stored cross-validation `{ranked.runs[0]}`.")
     if ranked.skipped:
