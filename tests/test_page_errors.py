@@ -17,7 +17,7 @@ import digitrec
 from dashboard.helpers import errors as errors_helpers
 from dashboard.helpers import shared
 from digitrec import evaluation
-from digitrec.runs import RunStore
+from digitrec.runs import RunStore, shipped_role
 from digitrec.training import TrainConfig
 from tests.devices import tol
 
@@ -109,8 +109,11 @@ def test_empty_store_says_how_to_get_a_run(run_home, monkeypatch):
 def test_a_shipped_starter_run_is_explored_with_an_empty_store(run_home):
     shipped = RunStore(run_home).list_runs("mnist")
     assert shipped, "no starter run shipped in digitrec/starter (the package must carry one)"
-    # The starter and the lesson bundle's runs are all shipped; the page opens the best one.
-    best = max(shipped, key=lambda r: r.metrics.get("test_accuracy", 0.0))
+    # The starter, the lesson bundle's and the reference runs are all shipped; the page opens the
+    # best one that is not a reference run (those are listed last): the starter.
+    best = max((r for r in shipped if shipped_role(r) != "reference"),
+               key=lambda r: r.metrics.get("test_accuracy", 0.0))
+    assert shipped_role(best) == "starter"
     at = page()
     assert at.selectbox(key="err_run").value == best.run_id
     assert "starter" in at.selectbox(key="err_run").format_func(best.run_id)

@@ -27,7 +27,7 @@ from digitrec import trust
 from digitrec.datasets import load_dataset
 from digitrec.preprocess import UploadError, augment_view, decode_upload, to_mnist
 from digitrec.robustness import ROTATIONS, SHIFTS
-from digitrec.runs import RunStore
+from digitrec.runs import RunStore, shipped_role
 from digitrec.training import TrainConfig
 from tests.devices import tol
 
@@ -162,15 +162,17 @@ def test_empty_canvas_asks_for_a_drawing_and_lists_the_runs(home, trained):
     picker = at.selectbox(key="sketch_model")
     runs = [i for i in RunStore().list_runs("mnist") if i.status == "complete"]
     assert trained[1].run_id in {i.run_id for i in runs}
-    # Every complete run (the shipped starter too, if there is one), best test accuracy first.
-    runs.sort(key=lambda i: -i.metrics["test_accuracy"])
+    # Every complete run (the shipped starter too, if there is one), best test accuracy first,
+    # the shipped reference runs last.
+    runs.sort(key=lambda i: (shipped_role(i) == "reference", -i.metrics["test_accuracy"]))
     assert picker.options == [components.run_label(i, age=False) for i in runs]
     assert picker.value == runs[0].run_id  # default: the best
     for info in runs:
         label = components.run_label(info, age=False)
         assert f"{info.metrics['test_accuracy']:.2%}" in label and info.run_id[:8] in label
-        # Shipped runs say so: the starter, or a run of the lesson bundle beside it.
-        assert ("shipped starter" in label or "lesson bundle" in label) == info.shipped
+        # Shipped runs say so: the starter, a run of the lesson bundle, or a reference run.
+        marks = ("shipped starter", "lesson bundle", "shipped reference")
+        assert any(m in label for m in marks) == info.shipped
     assert at.radio(key="sketch_source").options == ["Draw", "Upload an image"]
 
 
