@@ -4,10 +4,11 @@
                                    [--folds 4] [--epochs 1] [--grid PATH] [--skip-cv]
 
 1. Test split, from the stored runs (RunStore(): $DIGITREC_HOME or ./runs, plus the shipped
-   starter run). Prints the runs used, the top 30 suspects, how many of the MNIST test images
-   people confirmed as mislabelled (CONFIRMED below) are among them, the same for each run alone
-   by the naive "lowest probability of the given label", and the time of the ranking (cleanlab's
-   import, listing the runs, loading and ranking; cold and warm). Writes the top-30 images with
+   runs: starter, lesson bundle, reference runs). Prints the runs used, the top 30 suspects, how
+   many of the MNIST test images people confirmed as mislabelled (CONFIRMED below) are among
+   them, the same for each run alone by the naive "lowest probability of the given label", and
+   the time of the ranking (cleanlab's import, listing the runs, loading and ranking; cold and
+   warm). Writes the top-30 images with
    given/suggested labels to a PNG (--grid) for a person to judge.
    --extra-runs N first trains N more `fast` runs (seeds 1..N, the family's recipe, about a minute
    each on 2 cores) into a temporary store beside the usual ones, to show what more runs give.

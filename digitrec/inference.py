@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from digitrec.lite import call_or_none, lite_single
 from digitrec.preprocess import MNIST_SIZE, Preprocessed
 
 INPUT_SIGNATURE = [tf.TensorSpec([None, MNIST_SIZE, MNIST_SIZE, 1], tf.float32, name="images")]
@@ -65,7 +66,6 @@ class Predictor:
         self.num_classes_ = int(self._concrete.structured_outputs.shape[-1])
         self._single = None
         if lite:
-            from digitrec.lite import lite_single
             self._single = lite_single(self._concrete, "Predictor")
 
     @property
@@ -87,7 +87,10 @@ class Predictor:
         if len(batch) == 0:
             return np.zeros((0, self.num_classes_), np.float32)
         if len(batch) == 1 and self._single is not None:
-            return self._single(batch)[0]
+            out = call_or_none(self._single, batch, "Predictor")
+            if out is not None:
+                return out[0]
+            self._single = None
         chunks = [self._concrete(tf.constant(batch[i:i + self.batch_size])).numpy()
                   for i in range(0, len(batch), self.batch_size)]
         return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)

@@ -79,13 +79,25 @@ class LiteSingle:
         if slot is None:
             slot = self._new()
         interpreter, inp, outs = slot
-        try:
-            interpreter.set_tensor(inp, np.ascontiguousarray(image, dtype=np.float32))
-            interpreter.invoke()
-            return [interpreter.get_tensor(i).copy() for i in outs]
-        finally:
-            with self._lock:
-                self._pool.append(slot)
+        # A failed call drops its interpreter (its state is unknown) and raises: the caller
+        # goes back to TensorFlow (`call_or_none`).
+        interpreter.set_tensor(inp, np.ascontiguousarray(image, dtype=np.float32))
+        interpreter.invoke()
+        result = [interpreter.get_tensor(i).copy() for i in outs]
+        with self._lock:
+            self._pool.append(slot)
+        return result
+
+
+def call_or_none(single: LiteSingle, image: np.ndarray, what: str) -> list[np.ndarray] | None:
+    """``single(image)``, or None (logged) when LiteRT fails at run time: the caller then reads
+    with TensorFlow and should drop ``single`` for good."""
+    try:
+        return single(image)
+    except Exception as e:  # noqa: BLE001 - never worse than the TensorFlow path
+        log.warning("LiteRT failed reading with the %s (%s: %s); reading with TensorFlow from now on",
+                    what, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+        return None
 
 
 def lite_single(concrete, what: str = "model") -> LiteSingle | None:
@@ -128,11 +140,19 @@ def lite_single(concrete, what: str = "model") -> LiteSingle | None:
 
 
 def _probes(shape: tuple) -> list[np.ndarray]:
-    """A blank image, a full one, and random ones: different enough that a swapped or wrong
-    output cannot agree by chance."""
+    """A blank image, a full one, random ones and, for 28x28 inputs, real MNIST test digits
+    (what the detector and the temperature were fitted on): different enough that a swapped
+    or wrong output cannot agree by chance."""
     rng = np.random.default_rng(0)
     out = [np.zeros(shape, np.float32), np.ones(shape, np.float32)]
     out += [rng.random(shape, dtype=np.float32) ** 3 for _ in range(PROBES - 2)]
+    if shape == (1, 28, 28, 1):
+        try:
+            from digitrec.datasets import load_dataset
+            images, _ = load_dataset("mnist", "test")
+            out += [(images[i].astype(np.float32) / 255.0).reshape(shape) for i in (0, 1, 2, 3)]
+        except Exception:  # noqa: BLE001 - no dataset at hand: the synthetic probes still check
+            pass
     return out
 
 

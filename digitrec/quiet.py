@@ -63,6 +63,7 @@ SEVERITY = {"I": 0, "W": 1, "E": 2, "F": 3}
 
 _installed = False
 _lock = threading.Lock()
+_capture_lock = threading.RLock()
 
 
 def _min_log_level() -> int:
@@ -104,7 +105,16 @@ def captured_stderr():
     """Point fd 2 at a temporary file for the duration; then write back to fd 2 every captured
     line that is not `is_noise`. Whatever the block does (returns or raises), the real fd 2 is
     restored and the kept lines replayed. Another thread's stderr written in the window is held
-    back until it ends, not lost."""
+    back until it ends, not lost.
+
+    One window at a time per process (a re-entrant lock): fd 2 is process-wide, and two
+    overlapping windows in two threads (two sessions loading models at once) would each save
+    the other's temporary file as "the real fd 2", leaving stderr pointed at a deleted file."""
+    with _capture_lock:
+        yield from _captured_stderr()
+
+
+def _captured_stderr():
     for stream in (sys.stderr, sys.__stderr__):
         with contextlib.suppress(Exception):
             stream.flush()

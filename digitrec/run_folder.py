@@ -61,7 +61,8 @@ class RunInfo:
         config: the TrainConfig, or None when config.json is missing or unreadable.
         metrics: a summary (SUMMARY_KEYS present in metrics.json); {} unless complete.
         created: when the run was saved (unix seconds; for unfinished runs, when its job began).
-        shipped: True for the read-only runs shipped in ``digitrec/starter``.
+        shipped: True for the read-only runs shipped with the package (``digitrec/starter``,
+            the lesson bundle's, ``digitrec/reference_runs``; ``runs.shipped_role`` says which).
         progress: the job's job.json (see `Job.progress`) for unfinished runs, else None.
         outdated: True for a complete run built by an older digitrec: the network it holds (or
             its training recipe) differs from what today's code builds for its config. It still
@@ -85,7 +86,7 @@ class Run:
 
     Attributes:
         run_id: the folder name; path: the folder; config: its TrainConfig; metrics: the full
-        metrics.json; history: per-epoch curves; shipped: True for read-only starter runs;
+        metrics.json; history: per-epoch curves; shipped: True for read-only shipped runs;
         outdated: built by an older digitrec (see RunInfo.outdated).
     """
     run_id: str

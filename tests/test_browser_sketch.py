@@ -50,11 +50,10 @@ def starter_trust(tmp_path_factory):
     from digitrec import trust
 
     store = RunStore(tmp_path_factory.mktemp("starter-trust"))
-    shipped = [i for i in store.list_runs("mnist") if i.shipped and i.status == "complete"]
-    assert shipped, "no complete starter run shipped in digitrec/starter"
-    # The page's default model: the best shipped run (the lesson bundle's runs ship too).
-    best = max(shipped, key=lambda i: float(i.metrics.get("test_accuracy", 0.0)))
-    trust.TrustReader(store.load(best.run_id))
+    # The page's default model on an empty store: the starter (the reference runs come last).
+    best = store.best_run("mnist")
+    assert best is not None and best.shipped, "no complete starter run shipped in digitrec/starter"
+    trust.TrustReader(best)
 
 
 @pytest.fixture

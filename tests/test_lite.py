@@ -111,3 +111,44 @@ def test_a_converter_failure_keeps_tensorflow(monkeypatch, caplog):
 def test_litert_start_up_line_is_noise():
     assert quiet.is_noise("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n", min_level=2)
     assert not quiet.is_noise("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n", min_level=0)
+
+
+def test_a_failure_at_run_time_falls_back_to_tensorflow_for_good(digits, caplog):
+    model = build_model("softmax")
+    fast, plain = Predictor(model, lite=True), Predictor(model)
+    assert fast.backend == "litert"
+
+    def broken(image):
+        raise RuntimeError("interpreter lost")
+
+    fast._single = broken  # as if LiteRT failed on this call
+    with caplog.at_level(logging.WARNING, logger="digitrec.lite"):
+        got = fast.predict_proba(digits[0])
+    np.testing.assert_array_equal(got, plain.predict_proba(digits[0]))
+    assert fast.backend == "tensorflow" and "interpreter lost" in caplog.text
+
+
+def test_overlapping_stderr_captures_in_two_threads_leave_stderr_intact():
+    import os
+    import time
+
+    before = os.fstat(2)
+    started = threading.Event()
+
+    def first():
+        with quiet.captured_stderr():
+            started.set()
+            time.sleep(0.3)
+
+    def second():
+        started.wait()
+        with quiet.captured_stderr():
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)

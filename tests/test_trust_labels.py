@@ -143,6 +143,8 @@ def test_pooling_keeps_a_confident_models_doubt():
     assert pooled[0, 0] < 0.3 < np.mean([a, b], axis=0)[0, 0]  # the arithmetic mean forgives it
     np.testing.assert_allclose(pooled[0, 0], np.sqrt(0.01 * 0.9) / (np.sqrt(0.01 * 0.9) + np.sqrt(0.99 * 0.1)))
     np.testing.assert_allclose(pool_probs(a), a)  # one model: its own probabilities
+    with pytest.raises(LabelError, match="no model"):
+        pool_probs([])
     zeros = np.array([[0.0, 1.0]])
     assert np.isfinite(pool_probs([zeros, zeros])).all()  # a hard 0 is clipped, not log(0)
 

@@ -3,8 +3,9 @@ page draws (dashboard/views/sketch.py lays them out).
 
 Everything numerical comes from `digitrec.preprocess`, `digitrec.trust`, `digitrec.inference`,
 `digitrec.explain` and `digitrec.robustness`. A reading goes through the run's cached
-`trust.TrustReader`: one traced model pass (well under a millisecond; never `model.predict`,
-~40 ms of set-up per call) gives the digit, the calibrated probabilities and "not a digit".
+`trust.TrustReader`: one model pass (through LiteRT, `digitrec.lite`: ~0.05 ms for the starter,
+where TensorFlow's traced call takes ~0.6 ms and `model.predict` ~40 ms) gives the digit, the
+calibrated probabilities and "not a digit"; with `to_mnist`, ~0.8 ms a stroke.
 
 Cost per stroke (issue 16: a classroom shares one server process): a stroke's answer is the
 reading and its probability bars, drawn as a few lines of HTML (a Plotly figure costs ~6 ms of

@@ -125,7 +125,8 @@ def no_runs_message(dataset: str) -> None:
 def pick_run(runs) -> "shared.RunRef":
     # The best run first; also after a dataset switch.
     info = components.run_picker(runs, "err_run",
-                                 help="Complete runs of this dataset, best test accuracy first.")
+                                 help="Complete runs of this dataset, best test accuracy first "
+                                      "(the shipped reference runs last).")
     return shared.ref_of(info)
 
 

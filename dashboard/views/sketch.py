@@ -67,8 +67,8 @@ def pick_model() -> "shared.RunRef | None":
         return None
     # No age in the labels: a drawing does not care how old a model is.
     info = components.run_picker(runs, "sketch_model", "Model", age=False,
-                                 help="Trained MNIST runs, best test accuracy first. Train more "
-                                      "on the Models page.")
+                                 help="Trained MNIST runs, best test accuracy first (the shipped "
+                                      "reference runs last). Train more on the Models page.")
     return shared.ref_of(info)
 
 

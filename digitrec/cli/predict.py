@@ -20,7 +20,8 @@ from digitrec.cli.common import EXIT_BAD_INPUT, resolve_run, store
 
 def add_parser(sub, common) -> None:
     p = sub.add_parser("predict", parents=[common], help="read the digit in PNG/JPEG images")
-    p.add_argument("--run", help="run id or unique prefix (default: the best MNIST run)")
+    p.add_argument("--run", help="run id or unique prefix (default: the best MNIST run; the "
+                   "shipped reference runs only when there is no other)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.set_defaults(func=command)
 

@@ -54,7 +54,8 @@ METHOD = "self_confidence"  # cleanlab's default score; "normalized_margin" meas
 # weak model (the notebook's softmax at 0.92, its MLPs at 0.96) does not drown out the good
 # ones, while the notebook's CNNs (0.978-0.981 in the lesson bundle) count: a different
 # architecture doubts different images. Measured on MNIST with the 15 confirmed test errors
-# (bench/bench_suspects.py): the starter alone puts 6 in the top 30, with those CNNs 9.
+# (bench/bench_suspects.py): the starter alone puts 6 in the top 30; with those CNNs and the
+# reference runs, 9.
 ACCURACY_MARGIN = 0.02
 PROB_SUM_TOLERANCE = 1e-2  # rows of stored probabilities must sum to 1 within this
 SPLITS = ("test", "train")
@@ -151,7 +152,11 @@ class SuspectRanking:
         return [s.to_dict(probabilities) for s in self.top(n)]
 
 
-POOL_FLOOR = 1e-12  # probabilities are clipped to this before their logarithm
+# Probabilities are clipped to this before their logarithm: about what float16 can hold (the
+# lesson bundle stores its test probabilities as float16, where anything below ~6e-8 is 0), so one
+# run's rounding to zero is not a stronger veto than another's tiny value. (1e-12 and 1e-6
+# rank the 15 confirmed MNIST errors identically.)
+POOL_FLOOR = 1e-7
 
 
 def pool_probs(probs_list) -> np.ndarray:
@@ -168,9 +173,9 @@ def pool_probs(probs_list) -> np.ndarray:
     """
     if isinstance(probs_list, np.ndarray):
         probs_list = [probs_list]
+    if len(probs_list) == 0:
+        raise LabelError("no model's probabilities to pool")
     stacked = np.asarray([np.asarray(p, dtype=np.float64) for p in probs_list])
-    if len(stacked) == 1:
-        return stacked[0] / stacked[0].sum(axis=1, keepdims=True)
     logs = np.log(np.clip(stacked, POOL_FLOOR, 1.0)).mean(axis=0)
     logs -= logs.max(axis=1, keepdims=True)  # exp() of large negatives only: no overflow
     pooled = np.exp(logs)
@@ -228,7 +233,8 @@ def find_suspects(dataset: str = "mnist", split: str = "test", store: RunStore |
         dataset: a key of DATASETS (default "mnist").
         split: "test" (from the stored test predictions of the dataset's complete runs; fast) or
             "train" (from the stored cross-validation; never computes it).
-        store: the RunStore (default: RunStore(), which includes the shipped starter runs).
+        store: the RunStore (default: RunStore(), which includes the shipped runs: starter,
+            lesson bundle, reference runs).
         min_accuracy: test split: use runs at least this accurate; default: within
             ACCURACY_MARGIN of the best complete run.
         config: train split: the CrossValConfig (default CrossValConfig(dataset)).

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from digitrec.lite import call_or_none, lite_single
 from digitrec.preprocess import scale
 
 MNIST_SIZE = 28
@@ -110,7 +111,6 @@ class ModelTap:
         self._concrete = function.get_concrete_function()  # trace now, once, in one thread
         self._single = None
         if lite:
-            from digitrec.lite import lite_single
             self._single = lite_single(self._concrete, "ModelTap")
 
     @property
@@ -131,8 +131,11 @@ class ModelTap:
             return (np.zeros((0, c), np.float32), np.zeros((0, c), np.float32),
                     np.zeros((0, d), np.float32))
         if len(batch) == 1 and self._single is not None:
-            probs, logits, feats = self._single(batch)
-            return probs, logits, feats
+            out = call_or_none(self._single, batch, "ModelTap")
+            if out is not None:
+                probs, logits, feats = out
+                return probs, logits, feats
+            self._single = None
         chunks = [[t.numpy() for t in self._concrete(tf.constant(batch[i:i + self.batch_size]))]
                   for i in range(0, len(batch), self.batch_size)]
         probs, logits, feats = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
