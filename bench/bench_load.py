@@ -443,7 +443,9 @@ async def run_protocol(args, url: str, pngs, servers: Servers, proxy: Servers) -
     stats = Stats()
     figures = {"rss_start": servers.rss()}
     clients = [ProtocolSession(url, args.timeout) for _ in range(args.sessions)]
+    opening = time.monotonic()
     await clients[0].open()  # warm-up: the server loads TensorFlow and the model
+    figures["first_open_s"] = time.monotonic() - opening
     results = await asyncio.gather(*(c.open() for c in clients[1:]), return_exceptions=True)
     opened = [clients[0]] + [c for c, r in zip(clients[1:], results, strict=True)
                              if not isinstance(r, BaseException)]
@@ -555,7 +557,9 @@ async def run(args, url: str, pngs, servers: Servers, proxy: Servers, chromium: 
         browser = await pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS,
                                            headless=True)
         try:
+            opening = time.monotonic()
             first = await open_session(browser, url, timeout_ms)  # warm-up: loads the model
+            figures["first_open_s"] = time.monotonic() - opening
             rest = await asyncio.gather(*(open_session(browser, url, timeout_ms)
                                           for _ in range(args.sessions - 1)),
                                         return_exceptions=True)
@@ -603,7 +607,9 @@ def report(args, figures: dict, served_by: str) -> None:
     how = ("one Chromium, one context each" if args.client == "browser" else
            "Streamlit protocol clients: websocket + HTTP uploads")
     print(f"server          {served_by}")
-    print(f"sessions        {stats.sessions_ready} of {args.sessions} ({how})")
+    print(f"sessions        {stats.sessions_ready} of {args.sessions} ({how}); the first opened "
+          f"in {figures.get('first_open_s', float('nan')):.1f} s (not counted below: what the "
+          "first student waits while the server imports TensorFlow)")
     if any(stats.sessions_on):
         print("  per process   " + ", ".join(
             f"{b or 'no cookie'}: {n} sessions, {stats.answered_by.get(b, 0)} answers"

@@ -9,7 +9,8 @@ reruns the page's script in it holding the GIL, so one process uses about one co
 the machine has (docs/benchmarks.md). N processes use N cores.
 
 What this supervisor does (stdlib only):
-  * starts N workers, `python -m streamlit run dashboard/app.py`, on 127.0.0.1 ports only nginx
+  * starts N workers, `streamlit run dashboard/app.py` (through deploy/warm_worker.py, which
+    imports TensorFlow first so no student waits for it), on 127.0.0.1 ports only nginx
     talks to; all share one run store (DIGITREC_HOME, default ./runs) and one cookie secret,
     generated for this start and passed by environment (never on a command line or on disk);
   * writes nginx.conf into a run folder (a temporary one unless --run-dir) and runs nginx in the
@@ -251,7 +252,9 @@ def build(args, run_dir: Path) -> Supervisor:
         ports = free_ports(args.workers, args.worker_address)
     children = []
     for i, port in enumerate(ports):
-        argv = [sys.executable, "-m", "streamlit", "run", args.app,
+        # Through warm_worker.py: Streamlit's command line after TensorFlow's import, so the
+        # first browser on each worker does not wait for it.
+        argv = [sys.executable, str(ROOT / "deploy" / "warm_worker.py"), "run", args.app,
                 "--server.headless", "true", "--server.address", args.worker_address,
                 "--server.port", str(port), "--browser.gatherUsageStats", "false",
                 # Nobody edits the app mid-lesson: no file watcher in each of N processes.
