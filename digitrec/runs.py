@@ -166,7 +166,7 @@ class RunStore:
     def best_run(self, dataset: str = "mnist") -> Run | None:
         """The complete run of `dataset` with the best test accuracy (newest on ties), or None.
         Shipped reference runs count only when there is no other run (as in the dashboard's
-        pickers: they are slower to read and ship without trust sidecars)."""
+        pickers: the starter is the fast, default model a fresh clone opens on)."""
         complete = [i for i in self.list_runs(dataset) if i.status == "complete"]
         # list_runs is newest first and max() keeps the first maximum
         best = max(complete, key=lambda i: (shipped_role(i) != "reference",

@@ -6,7 +6,7 @@ import keras
 import pytest
 
 from digitrec import files, fingerprint, models, transfer
-from digitrec.runs import OUTDATED_LABEL, RunStore
+from digitrec.runs import OUTDATED_LABEL, RunStore, shipped_role
 from digitrec.training import RECIPE_VERSION, TrainConfig
 
 
@@ -159,7 +159,10 @@ def test_sidecars_shipped_with_a_run_belong_to_its_model(tmp_path, monkeypatch):
     for info in shipped:
         run = RunStore(tmp_path).load(info.run_id)
         for name in ("trust_ood.npz", "trust_temperature.json"):
+            # The starter and the reference runs must carry theirs (a picker opens them at once).
+            if shipped_role(info) in ("starter", "reference"):
+                assert (run.path / name).exists(), (info.run_id, name)
             if (run.path / name).exists():
                 assert trust_store.read_sidecar(run, name) is not None, (info.run_id, name)
                 checked += 1
-    assert checked >= 2  # at least the starter's two
+    assert checked >= 8  # the starter's two and the three reference runs' two each
