@@ -22,12 +22,13 @@
 Figures vary by +-30% on a shared machine: the load average is printed beside them.
 
 Measured on the project's machine (x86_64, 2 cores, no GPU):
-- test split, a fresh clone (session 4, load average ~2): 7 runs used (the starter, the three
-  reference runs, the lesson bundle's three CNNs), pooled by their geometric mean: 9 of the 15
-  confirmed errors in the top 30 (9729, 2597, 2130, 1901, 2654, 9679, 5937, 3520, 6651 at ranks
-  1-27; 947 is 31st, 3558 38th; 1621, 2462, 6783 and 8527, which most models read as the given
-  label, 54th-67th). Each run alone by the naive "lowest probability of the given label": 5-7.
-  Ranking 0.04 s warm (0.05 s first); cleanlab's import 1.2 s once per process.
+- test split, a fresh clone (session 4): 10 runs used (the starter, the six reference runs, the
+  lesson bundle's three CNNs), pooled by their geometric mean: 11 of the 15 confirmed errors in
+  the top 30 (9729, 2597, 2130, 3520, 2654, 1901, 9679, 5937, 947, 6651, 3558 at ranks 1-30;
+  1621, 2462, 6783 and 8527, which most models read as the given label, 52nd-69th). Each run
+  alone by the naive "lowest probability of the given label": 8-10 for the `fast` runs trained
+  without augmentation, 5-7 for the augmented ones. Ranking 0.04 s warm; cleanlab's import 1.2 s
+  once per process.
 - earlier (session 3, load average 5-9): the starter alone 5 of 15; with 3 more `fast` runs
   (seeds 1-3, --extra-runs 3), averaged: 8 of 15.
 - training split, 600 of 60,000 labels flipped: `fast` 4 folds x 1 epoch (the default)

@@ -32,9 +32,9 @@ from digitrec.trust.labels import (
 # candidates where fewer than 3 of 5 workers chose the given label).
 CONFIRMED_MNIST_TEST_ERRORS = (947, 1621, 1901, 2130, 2462, 2597, 2654, 3520, 3558, 5937, 6651,
                                6783, 8527, 9679, 9729)
-# How many of those 15 a fresh clone puts among its top 30 suspects: 9 measured with the shipped
-# runs (issue 14 asks for a clear majority; bench/bench_suspects.py prints every rank).
-SHIPPED_TOP30_BAR = 9
+# Issue 14's bar: a clear majority of those 15 among a fresh clone's top 30 suspects (11 measured
+# with the shipped runs; bench/bench_suspects.py prints every rank).
+SHIPPED_TOP30_BAR = 10
 
 
 def fake_run(root, name, dataset, probs):
